@@ -1,0 +1,235 @@
+#include "base/socket_util.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+namespace weft {
+
+void UniqueFd::Reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+std::string HostPort::ToString() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+Result<HostPort> ParseHostPort(std::string_view text) {
+  HostPort out;
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 >= text.size()) {
+    return InvalidArgumentError("address '" + std::string(text) + "' is not host:port");
+  }
+  std::string_view host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  std::string_view port = text.substr(colon + 1);
+  int p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9' || p > 65535) {
+      return InvalidArgumentError("address '" + std::string(text) + "' has a bad port");
+    }
+    p = p * 10 + (c - '0');
+  }
+  if (p <= 0 || p > 65535) {
+    return InvalidArgumentError("address '" + std::string(text) + "' has port out of range");
+  }
+  out.host = host.empty() ? "127.0.0.1" : std::string(host);
+  out.port = p;
+  return out;
+}
+
+Status SetNonBlocking(int fd) {
+  int flags = fcntl(fd, F_GETFL, 0);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return ErrnoError("fcntl", errno);
+  return Status::Ok();
+}
+
+Status SetNoDelay(int fd) {
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+    return ErrnoError("setsockopt(TCP_NODELAY)", errno);
+  }
+  return Status::Ok();
+}
+
+Result<Listener> ListenTcp(const std::string& host, int port, int backlog) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  std::string port_str = std::to_string(port);
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port_str.c_str(), &hints, &res);
+  if (rc != 0) {
+    return InvalidArgumentError("cannot resolve '" + host + "': " + gai_strerror(rc));
+  }
+  Status last = UnavailableError("no address to listen on for '" + host + "'");
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd.valid()) {
+      last = ErrnoError("socket", errno);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd.get(), ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd.get(), backlog) < 0) {
+      last = ErrnoError("bind/listen on " + host + ":" + port_str, errno);
+      continue;
+    }
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    Listener l;
+    l.port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    Status s = SetNonBlocking(fd.get());
+    if (!s.ok()) {
+      freeaddrinfo(res);
+      return s;
+    }
+    l.fd = std::move(fd);
+    freeaddrinfo(res);
+    return l;
+  }
+  freeaddrinfo(res);
+  return last;
+}
+
+namespace {
+
+// One non-blocking connect attempt, bounded by the deadline.
+Result<UniqueFd> ConnectOnce(const addrinfo* ai, const std::string& what, Deadline deadline) {
+  UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+  if (!fd.valid()) return ErrnoError("socket", errno);
+  if (connect(fd.get(), ai->ai_addr, ai->ai_addrlen) < 0) {
+    if (errno != EINPROGRESS) return ErrnoError("connect to " + what, errno);
+    pollfd p{fd.get(), POLLOUT, 0};
+    int n;
+    do {
+      n = poll(&p, 1, deadline.RemainingMsForPoll(100));
+    } while ((n == 0 && !deadline.Expired()) || (n < 0 && errno == EINTR));
+    if (n == 0) return DeadlineExceededError("connect to " + what + " timed out");
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) return ErrnoError("connect to " + what, err);
+  }
+  WEFT_RETURN_IF_ERROR(SetNoDelay(fd.get()));
+  return fd;
+}
+
+}  // namespace
+
+Result<UniqueFd> ConnectTcp(const HostPort& addr, Deadline deadline) {
+  std::string what = addr.ToString();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  std::string port_str = std::to_string(addr.port);
+  auto backoff = std::chrono::milliseconds(5);
+  Status last;
+  while (true) {
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(addr.host.c_str(), port_str.c_str(), &hints, &res);
+    if (rc == 0) {
+      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        auto fd = ConnectOnce(ai, what, deadline);
+        if (fd.ok()) {
+          freeaddrinfo(res);
+          return fd;
+        }
+        last = fd.status();
+      }
+      freeaddrinfo(res);
+    } else {
+      last = UnavailableError("cannot resolve '" + addr.host + "': " + gai_strerror(rc));
+    }
+    if (deadline.Expired()) break;
+    auto nap = std::min<std::chrono::nanoseconds>(backoff, deadline.Remaining());
+    std::this_thread::sleep_for(nap);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
+  }
+  return DeadlineExceededError("could not connect to " + what + " before the deadline (last error: " +
+                               last.message() + ")");
+}
+
+Result<UniqueFd> AcceptTcp(int listen_fd) {
+  int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0) return ErrnoError("accept", errno);
+  UniqueFd out(fd);
+  SetNoDelay(fd).IgnoreError();
+  return out;
+}
+
+Status WriteFull(int fd, const void* data, size_t len, Deadline deadline) {
+  const char* p = static_cast<const char*>(data);
+  while (len > 0) {
+    ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
+    if (n > 0) {
+      p += n;
+      len -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (deadline.Expired()) return DeadlineExceededError("write timed out");
+      pollfd pf{fd, POLLOUT, 0};
+      poll(&pf, 1, deadline.RemainingMsForPoll(1000));
+      continue;
+    }
+    return ErrnoError("write", errno);
+  }
+  return Status::Ok();
+}
+
+Status ReadFull(int fd, void* data, size_t len, Deadline deadline) {
+  char* p = static_cast<char*>(data);
+  while (len > 0) {
+    ssize_t n = ::recv(fd, p, len, 0);
+    if (n > 0) {
+      p += n;
+      len -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) return UnavailableError("connection closed by peer");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (deadline.Expired()) return DeadlineExceededError("read timed out");
+      pollfd pf{fd, POLLIN, 0};
+      poll(&pf, 1, deadline.RemainingMsForPoll(1000));
+      continue;
+    }
+    return ErrnoError("read", errno);
+  }
+  return Status::Ok();
+}
+
+Result<std::string> LocalAddressOf(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
+    return ErrnoError("getsockname", errno);
+  }
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
+  } else {
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
+  }
+  return std::string(buf);
+}
+
+}  // namespace weft
