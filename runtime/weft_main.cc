@@ -1,0 +1,49 @@
+// The `weft` command-line tool: one binary, one subcommand per job.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/env.h"
+#include "runtime/launcher.h"
+
+namespace {
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: weft <command> [args]\n"
+               "\n"
+               "commands:\n"
+               "  run -n N [--transport T] -- PROGRAM ARGS   launch N local ranks\n"
+               "  env                                        list every WEFT_* knob\n"
+               "  help                                       this text\n");
+}
+
+int EnvCommand() {
+  std::printf("%-32s %-12s %-12s %s\n", "KNOB", "DEFAULT", "VALUE", "DOC");
+  for (const weft::EnvKnob* k : weft::AllEnvKnobs()) {
+    std::printf("%-32s %-12s %-12s %s\n", k->name(), k->default_value(),
+                k->IsSet() ? k->Get().c_str() : "-", k->doc());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(stderr);
+    return 2;
+  }
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "run") return weft::runtime::RunCommand(args);
+  if (cmd == "env") return EnvCommand();
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    Usage(stdout);
+    return 0;
+  }
+  std::fprintf(stderr, "weft: unknown command '%s'\n\n", cmd.c_str());
+  Usage(stderr);
+  return 2;
+}
