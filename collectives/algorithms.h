@@ -1,0 +1,37 @@
+// Every collective algorithm weft implements, one per file (allreduce_ring.cc, ...). Each runs
+// on one rank inside an OpContext, with arguments already validated by the Communicator, and
+// returns when this rank's part is complete. Counts are elements.
+#pragma once
+
+#include <cstddef>
+
+#include "base/dtype.h"
+#include "base/status.h"
+#include "collectives/internal/comm_impl.h"
+
+namespace weft::collectives {
+
+using internal::OpContext;
+using internal::Pending;
+
+Status AllReduceRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
+                     ReduceOp op);
+Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                                  DType dtype, ReduceOp op);
+Status ReduceBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
+                      ReduceOp op, int root);
+Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                         DType dtype, int root);
+Status AllGatherRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t sendcount,
+                     DType dtype);
+Status ReduceScatterRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t recvcount,
+                         DType dtype, ReduceOp op);
+Status AllToAllPairwise(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                        DType dtype);
+Status GatherLinear(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t sendcount,
+                    DType dtype, int root);
+Status ScatterLinear(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t recvcount,
+                     DType dtype, int root);
+Status BarrierDissemination(OpContext& ctx);
+
+}  // namespace weft::collectives

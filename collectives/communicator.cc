@@ -1,0 +1,447 @@
+#include "collectives/communicator.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "base/env.h"
+#include "base/hmac.h"
+#include "base/logging.h"
+#include "collectives/algorithms.h"
+#include "collectives/internal/comm_impl.h"
+#include "collectives/tuner.h"
+#include "rendezvous/bootstrap.h"
+#include "rendezvous/tcp_store.h"
+
+namespace weft::collectives {
+
+using internal::CommImpl;
+using internal::CommShared;
+using internal::WorkState;
+
+// ---------------------------------------------------------------------------------------------
+// Work
+
+bool Work::Test() const {
+  if (!state_) return true;
+  if (!state_->done()) {
+    if (auto c = state_->comm.lock()) c->TryRunInline(state_.get());
+  }
+  return state_->done();
+}
+
+Status Work::Wait(Deadline deadline) const {
+  if (!state_) return Status::Ok();
+  return state_->Wait(deadline);
+}
+
+Status Work::Wait() const { return Wait(Deadline::Infinite()); }
+
+Status Work::status() const { return state_ ? state_->status() : Status::Ok(); }
+
+// ---------------------------------------------------------------------------------------------
+// Creation
+
+namespace {
+
+uint32_t RootCommId(const std::string& job_id) {
+  Digest256 d = Sha256Of("weft-comm/" + job_id);
+  uint32_t v = (uint32_t{d[0]} << 16) | (uint32_t{d[1]} << 8) | d[2];
+  return v % internal::kMaxCommId;
+}
+
+// Processes that called GetUniqueId serve the store for the ids they handed out until exit.
+std::mutex g_id_servers_mu;
+std::vector<std::unique_ptr<rendezvous::TcpStoreServer>>& IdServers() {
+  static auto* servers = new std::vector<std::unique_ptr<rendezvous::TcpStoreServer>>();
+  return *servers;
+}
+
+}  // namespace
+
+Communicator::Communicator(std::shared_ptr<internal::CommImpl> impl) : impl_(std::move(impl)) {}
+
+Communicator::~Communicator() {
+  if (impl_) impl_->Shutdown();
+}
+
+Result<std::unique_ptr<Communicator>> Communicator::Create(rendezvous::Store& store, int rank,
+                                                           int world_size, CommOptions options) {
+  if (world_size < 1) {
+    return InvalidArgumentError("world size " + std::to_string(world_size) + " must be at least 1");
+  }
+  if (rank < 0 || rank >= world_size) {
+    return InvalidArgumentError("rank " + std::to_string(rank) + " is outside world size " +
+                                std::to_string(world_size));
+  }
+  SetLogRank(rank);
+  WEFT_ASSIGN_OR_RETURN(auto shared, CommShared::Create(store, rank, world_size, options));
+  std::vector<int> group(world_size);
+  for (int i = 0; i < world_size; ++i) group[i] = i;
+  auto impl = std::make_shared<CommImpl>(shared, std::move(group), rank, RootCommId(shared->job_id()));
+  impl->StartWorker();
+  return std::unique_ptr<Communicator>(new Communicator(std::move(impl)));
+}
+
+Result<std::unique_ptr<Communicator>> Communicator::FromEnvironment(CommOptions options) {
+  WEFT_ASSIGN_OR_RETURN(rendezvous::BootstrapInfo info, rendezvous::BootstrapFromEnv());
+  SetLogRank(info.rank);
+  int64_t init_ms = options.init_timeout_ms;
+  if (init_ms <= 0) {
+    // Same knob CommShared reads; resolved here too because the store comes first.
+    const char* v = std::getenv("WEFT_INIT_TIMEOUT_MS");
+    int64_t x;
+    init_ms = (v && ParseInt(v, &x) && x > 0) ? x : 120000;
+  }
+  auto bs = rendezvous::OpenBootstrapStore(info, Deadline::AfterMs(init_ms));
+  if (!bs.ok()) return bs.status().WithContext("rank " + std::to_string(info.rank) + " (" + info.source + ")");
+  if (options.secret.empty()) options.secret = info.secret;
+  if (options.job_id.empty()) options.job_id = info.job_id;
+  auto comm = Create(*(*bs)->store, info.rank, info.world_size, options);
+  if (!comm.ok()) return comm.status();
+  (*comm)->impl_->shared().KeepAlive(std::shared_ptr<void>(std::move(*bs)));
+  return comm;
+}
+
+Result<UniqueId> Communicator::GetUniqueId() {
+  WEFT_ASSIGN_OR_RETURN(std::string secret, NewSecretHex());
+  WEFT_ASSIGN_OR_RETURN(auto server, rendezvous::TcpStoreServer::Start("127.0.0.1", 0, secret));
+  UniqueId id;
+  std::string text = "tcp://127.0.0.1:" + std::to_string(server->port()) + "|" + secret;
+  std::memcpy(id.bytes, text.data(), std::min(text.size(), sizeof(id.bytes) - 1));
+  std::lock_guard<std::mutex> lock(g_id_servers_mu);
+  IdServers().push_back(std::move(server));
+  return id;
+}
+
+Result<std::unique_ptr<Communicator>> Communicator::FromUniqueId(const UniqueId& id, int rank,
+                                                                 int world_size,
+                                                                 CommOptions options) {
+  std::string text(id.bytes, strnlen(id.bytes, sizeof(id.bytes)));
+  size_t bar = text.find('|');
+  if (bar == std::string::npos || text.rfind("tcp://", 0) != 0) {
+    return InvalidArgumentError("malformed unique id");
+  }
+  std::string url = text.substr(0, bar), secret = text.substr(bar + 1);
+  int64_t init_ms = options.init_timeout_ms > 0 ? options.init_timeout_ms : 120000;
+  WEFT_ASSIGN_OR_RETURN(auto store, rendezvous::OpenStore(url, secret, Deadline::AfterMs(init_ms)));
+  if (options.secret.empty()) options.secret = secret;
+  auto comm = Create(*store, rank, world_size, options);
+  if (!comm.ok()) return comm.status();
+  (*comm)->impl_->shared().KeepAlive(std::shared_ptr<void>(std::move(store)));
+  return comm;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+int Communicator::rank() const { return impl_->rank(); }
+int Communicator::world_size() const { return impl_->size(); }
+
+int Communicator::local_rank() const {
+  const auto& me = impl_->shared().host_of(impl_->world_rank_of(impl_->rank()));
+  int lr = 0;
+  for (int r = 0; r < impl_->rank(); ++r) {
+    if (impl_->shared().host_of(impl_->world_rank_of(r)) == me) ++lr;
+  }
+  return lr;
+}
+
+int Communicator::local_size() const {
+  const auto& me = impl_->shared().host_of(impl_->world_rank_of(impl_->rank()));
+  int n = 0;
+  for (int r = 0; r < impl_->size(); ++r) {
+    if (impl_->shared().host_of(impl_->world_rank_of(r)) == me) ++n;
+  }
+  return n;
+}
+
+int Communicator::world_rank_of(int rank) const {
+  if (rank < 0 || rank >= impl_->size()) return -1;
+  return impl_->world_rank_of(rank);
+}
+
+std::string Communicator::transport_of(int peer) const {
+  if (peer < 0 || peer >= impl_->size()) return "";
+  return impl_->shared().transport_name(impl_->world_rank_of(peer));
+}
+
+std::string Communicator::AllReduceAlgorithmFor(int64_t count, DType dtype) const {
+  TunerInput in;
+  in.bytes = static_cast<size_t>(std::max<int64_t>(count, 0)) * DTypeSize(dtype);
+  in.world_size = impl_->size();
+  in.forced = impl_->shared().options().algorithm;
+  in.rd_max_bytes = static_cast<size_t>(impl_->shared().options().rd_max_bytes);
+  return AllReduceAlgoName(ChooseAllReduce(in));
+}
+
+Status Communicator::GetAsyncError() const { return impl_->error(); }
+
+void Communicator::Abort() { impl_->Abort(); }
+
+void Communicator::GroupStart() { impl_->GroupStart(); }
+Result<Work> Communicator::GroupEnd() { return impl_->GroupEnd(); }
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks: every message names the operation, the argument and this rank.
+
+namespace {
+
+class Checker {
+ public:
+  Checker(const char* op, int rank) : op_(op), rank_(rank) {}
+  Status Count(int64_t count, const char* what = "count") const {
+    if (count < 0) return Bad(std::string(what) + " " + std::to_string(count));
+    return Status::Ok();
+  }
+  Status Type(DType d) const {
+    if (!IsValidDType(d)) return Bad("unknown data type " + std::to_string(static_cast<int>(d)));
+    return Status::Ok();
+  }
+  Status Op(ReduceOp o) const {
+    if (!IsValidReduceOp(o)) return Bad("unknown reduce op " + std::to_string(static_cast<int>(o)));
+    return Status::Ok();
+  }
+  Status Buffer(const void* p, int64_t count, const char* what) const {
+    if (p == nullptr && count > 0) {
+      return Bad(std::string("null ") + what + " with count " + std::to_string(count));
+    }
+    return Status::Ok();
+  }
+  Status Rank(int r, int size, const char* what) const {
+    if (r < 0 || r >= size) {
+      return Bad(std::string(what) + " " + std::to_string(r) + " outside the group of " +
+                 std::to_string(size));
+    }
+    return Status::Ok();
+  }
+  // sendbuf and recvbuf either coincide exactly where the call allows it or do not overlap.
+  Status Overlap(const void* a, size_t a_bytes, const void* b, size_t b_bytes,
+                 const void* allowed_a) const {
+    if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return Status::Ok();
+    auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+    bool overlap = x < y + b_bytes && y < x + a_bytes;
+    if (overlap && a != allowed_a) {
+      return Bad("sendbuf and recvbuf overlap without being the in-place layout");
+    }
+    return Status::Ok();
+  }
+  Status Bad(const std::string& what) const {
+    return InvalidArgumentError(what + " for " + op_ + " on rank " + std::to_string(rank_));
+  }
+
+ private:
+  const char* op_;
+  int rank_;
+};
+
+size_t Bytes(int64_t count, DType d) { return static_cast<size_t>(count) * DTypeSize(d); }
+
+}  // namespace
+
+Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
+  int32_t mine[2] = {color, key};
+  std::vector<int32_t> all(2 * world_size());
+  WEFT_ASSIGN_OR_RETURN(Work w, AllGather(mine, all.data(), 2, DType::kInt32));
+  WEFT_RETURN_IF_ERROR(w.Wait().WithContext("split"));
+  if (color < 0) return std::unique_ptr<Communicator>();
+  std::vector<std::pair<int32_t, int>> members;  // (key, rank)
+  for (int r = 0; r < world_size(); ++r) {
+    if (all[2 * r] == color) members.emplace_back(all[2 * r + 1], r);
+  }
+  std::sort(members.begin(), members.end());
+  std::vector<int> group;
+  int new_rank = -1;
+  for (const auto& [k, r] : members) {
+    if (r == rank()) new_rank = static_cast<int>(group.size());
+    group.push_back(impl_->world_rank_of(r));
+  }
+  // Every member derives the same id from the parent's id, how many splits the parent has done
+  // (all ranks split in the same order) and the color.
+  std::string seed = std::to_string(impl_->comm_id()) + "/" +
+                     std::to_string(impl_->NextSplitIndex()) + "/" + std::to_string(color);
+  Digest256 d = Sha256Of(seed);
+  uint32_t id = ((uint32_t{d[0]} << 16) | (uint32_t{d[1]} << 8) | d[2]) % internal::kMaxCommId;
+  auto child = std::make_shared<CommImpl>(impl_->shared_ptr(), std::move(group), new_rank, id);
+  child->StartWorker();
+  return std::unique_ptr<Communicator>(new Communicator(std::move(child)));
+}
+
+Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t count,
+                                     DType dtype, ReduceOp op) {
+  Checker c("allreduce", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(count));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Op(op));
+  WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, count, "sendbuf"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
+  size_t bytes = Bytes(count, dtype);
+  WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
+  std::string algo = AllReduceAlgorithmFor(count, dtype);
+  bool ring = algo == "ring";
+  return impl_->Issue("allreduce", true, [=](internal::OpContext& ctx) {
+    return ring ? AllReduceRing(ctx, sendbuf, recvbuf, count, dtype, op)
+                : AllReduceRecursiveDoubling(ctx, sendbuf, recvbuf, count, dtype, op);
+  });
+}
+
+Result<Work> Communicator::Reduce(const void* sendbuf, void* recvbuf, int64_t count, DType dtype,
+                                  ReduceOp op, int root) {
+  Checker c("reduce", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(count));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Op(op));
+  WEFT_RETURN_IF_ERROR(c.Rank(root, world_size(), "root"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, count, "sendbuf"));
+  if (rank() == root) {
+    WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
+    size_t bytes = Bytes(count, dtype);
+    WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
+  }
+  return impl_->Issue("reduce", true, [=](internal::OpContext& ctx) {
+    return ReduceBinomial(ctx, sendbuf, recvbuf, count, dtype, op, root);
+  });
+}
+
+Result<Work> Communicator::Broadcast(const void* sendbuf, void* recvbuf, int64_t count,
+                                     DType dtype, int root) {
+  Checker c("broadcast", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(count));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Rank(root, world_size(), "root"));
+  if (rank() == root) WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, count, "sendbuf"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
+  if (rank() == root) {
+    size_t bytes = Bytes(count, dtype);
+    WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
+  }
+  return impl_->Issue("broadcast", true, [=](internal::OpContext& ctx) {
+    return BroadcastBinomial(ctx, sendbuf, recvbuf, count, dtype, root);
+  });
+}
+
+Result<Work> Communicator::AllGather(const void* sendbuf, void* recvbuf, int64_t sendcount,
+                                     DType dtype) {
+  Checker c("allgather", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(sendcount, "sendcount"));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, sendcount, "sendbuf"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, sendcount, "recvbuf"));
+  size_t block = Bytes(sendcount, dtype);
+  WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, block, recvbuf, block * world_size(),
+                                 static_cast<uint8_t*>(recvbuf) + block * rank()));
+  return impl_->Issue("allgather", true, [=](internal::OpContext& ctx) {
+    return AllGatherRing(ctx, sendbuf, recvbuf, sendcount, dtype);
+  });
+}
+
+Result<Work> Communicator::ReduceScatter(const void* sendbuf, void* recvbuf, int64_t recvcount,
+                                         DType dtype, ReduceOp op) {
+  Checker c("reducescatter", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(recvcount, "recvcount"));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Op(op));
+  WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, recvcount, "sendbuf"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, recvcount, "recvbuf"));
+  size_t block = Bytes(recvcount, dtype);
+  WEFT_RETURN_IF_ERROR(c.Overlap(recvbuf, block, sendbuf, block * world_size(),
+                                 static_cast<const uint8_t*>(sendbuf) + block * rank()));
+  return impl_->Issue("reducescatter", true, [=](internal::OpContext& ctx) {
+    return ReduceScatterRing(ctx, sendbuf, recvbuf, recvcount, dtype, op);
+  });
+}
+
+Result<Work> Communicator::AllToAll(const void* sendbuf, void* recvbuf, int64_t count,
+                                    DType dtype) {
+  Checker c("alltoall", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(count));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, count, "sendbuf"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
+  size_t all = Bytes(count, dtype) * world_size();
+  WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, all, recvbuf, all, recvbuf));
+  return impl_->Issue("alltoall", true, [=](internal::OpContext& ctx) {
+    return AllToAllPairwise(ctx, sendbuf, recvbuf, count, dtype);
+  });
+}
+
+Result<Work> Communicator::Gather(const void* sendbuf, void* recvbuf, int64_t sendcount,
+                                  DType dtype, int root) {
+  Checker c("gather", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(sendcount, "sendcount"));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Rank(root, world_size(), "root"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, sendcount, "sendbuf"));
+  if (rank() == root) {
+    WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, sendcount, "recvbuf"));
+    size_t block = Bytes(sendcount, dtype);
+    WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, block, recvbuf, block * world_size(),
+                                   static_cast<uint8_t*>(recvbuf) + block * rank()));
+  }
+  return impl_->Issue("gather", true, [=](internal::OpContext& ctx) {
+    return GatherLinear(ctx, sendbuf, recvbuf, sendcount, dtype, root);
+  });
+}
+
+Result<Work> Communicator::Scatter(const void* sendbuf, void* recvbuf, int64_t recvcount,
+                                   DType dtype, int root) {
+  Checker c("scatter", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(recvcount, "recvcount"));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Rank(root, world_size(), "root"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, recvcount, "recvbuf"));
+  if (rank() == root) {
+    WEFT_RETURN_IF_ERROR(c.Buffer(sendbuf, recvcount, "sendbuf"));
+    size_t block = Bytes(recvcount, dtype);
+    WEFT_RETURN_IF_ERROR(c.Overlap(recvbuf, block, sendbuf, block * world_size(),
+                                   static_cast<const uint8_t*>(sendbuf) + block * rank()));
+  }
+  return impl_->Issue("scatter", true, [=](internal::OpContext& ctx) {
+    return ScatterLinear(ctx, sendbuf, recvbuf, recvcount, dtype, root);
+  });
+}
+
+Result<Work> Communicator::Barrier() {
+  return impl_->Issue("barrier", true,
+                      [](internal::OpContext& ctx) { return BarrierDissemination(ctx); });
+}
+
+Result<Work> Communicator::Send(const void* buf, int64_t count, DType dtype, int peer, int tag) {
+  Checker c("send", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(count));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Rank(peer, world_size(), "peer"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(buf, count, "buffer"));
+  if (peer == rank()) return c.Bad("send to self (peer " + std::to_string(peer) + ")");
+  if (tag < 0) return c.Bad("tag " + std::to_string(tag) + " (tags are 0..2^31-1)");
+  internal::P2POp op{true, peer, const_cast<void*>(buf), Bytes(count, dtype), impl_->UserTag(tag)};
+  return impl_->Issue(
+      "send", false,
+      [op](internal::OpContext& ctx) -> Status {
+        WEFT_ASSIGN_OR_RETURN(internal::Pending p, ctx.SendTagged(op.peer, op.buf, op.bytes, op.tag));
+        std::vector<internal::Pending> ps{p};
+        return ctx.WaitAll(ps);
+      },
+      op);
+}
+
+Result<Work> Communicator::Recv(void* buf, int64_t count, DType dtype, int peer, int tag) {
+  Checker c("recv", rank());
+  WEFT_RETURN_IF_ERROR(c.Count(count));
+  WEFT_RETURN_IF_ERROR(c.Type(dtype));
+  WEFT_RETURN_IF_ERROR(c.Rank(peer, world_size(), "peer"));
+  WEFT_RETURN_IF_ERROR(c.Buffer(buf, count, "buffer"));
+  if (peer == rank()) return c.Bad("receive from self (peer " + std::to_string(peer) + ")");
+  if (tag < 0) return c.Bad("tag " + std::to_string(tag) + " (tags are 0..2^31-1)");
+  internal::P2POp op{false, peer, buf, Bytes(count, dtype), impl_->UserTag(tag)};
+  return impl_->Issue(
+      "recv", false,
+      [op](internal::OpContext& ctx) -> Status {
+        WEFT_ASSIGN_OR_RETURN(internal::Pending p, ctx.RecvTagged(op.peer, op.buf, op.bytes, op.tag));
+        std::vector<internal::Pending> ps{p};
+        return ctx.WaitAll(ps);
+      },
+      op);
+}
+
+}  // namespace weft::collectives

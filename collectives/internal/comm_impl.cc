@@ -1,0 +1,616 @@
+#include "collectives/internal/comm_impl.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "base/env.h"
+#include "base/hmac.h"
+#include "base/host_identity.h"
+#include "base/logging.h"
+
+namespace weft::collectives::internal {
+namespace {
+
+WEFT_ENV_KNOB(kTransportKnob, "WEFT_TRANSPORT", "",
+              "comma list of transports in preference order (default: shm,tcp)");
+WEFT_ENV_KNOB(kTimeoutKnob, "WEFT_TIMEOUT_MS", "300000",
+              "deadline of one collective; a stuck peer fails it with an error naming the peer");
+WEFT_ENV_KNOB(kInitTimeoutKnob, "WEFT_INIT_TIMEOUT_MS", "120000",
+              "deadline for creating a communicator (store rendezvous and connections)");
+WEFT_ENV_KNOB(kChunkKnob, "WEFT_CHUNK_BYTES", "1M", "pipeline chunk of ring and tree algorithms");
+WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
+              "force the all-reduce algorithm: ring or recursive_doubling (default: tuner)");
+WEFT_ENV_KNOB(kRdMaxKnob, "WEFT_ALGO_RD_MAX_BYTES", "64K",
+              "largest all-reduce the tuner gives to recursive doubling");
+WEFT_ENV_KNOB(kJobIdKnob, "WEFT_JOB_ID", "", "job id (set by launchers; else made by rank 0)");
+WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",
+              "per-job secret authenticating every connection (set by launchers; else made by "
+              "rank 0 and shared through the store)");
+
+constexpr int kSliceMs = 50;
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == ',' || c == ' ') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(c);
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+// "rank|host|pid|name=addr;name=addr"
+std::string EncodePeer(int rank, const std::string& host, int pid,
+                       const std::vector<std::pair<std::string, std::string>>& addrs) {
+  std::string s = std::to_string(rank) + "|" + host + "|" + std::to_string(pid) + "|";
+  for (const auto& [name, addr] : addrs) s += name + "=" + addr + ";";
+  return s;
+}
+
+struct DecodedPeer {
+  std::string host;
+  int pid = 0;
+  std::vector<std::pair<std::string, std::string>> addrs;
+};
+
+Result<DecodedPeer> DecodePeer(const std::string& s) {
+  DecodedPeer p;
+  size_t a = s.find('|'), b = s.find('|', a + 1), c = s.find('|', b + 1);
+  if (a == std::string::npos || b == std::string::npos || c == std::string::npos) {
+    return DataLossError("malformed peer record '" + s + "' in the store");
+  }
+  p.host = s.substr(a + 1, b - a - 1);
+  p.pid = std::atoi(s.substr(b + 1, c - b - 1).c_str());
+  std::string rest = s.substr(c + 1);
+  size_t pos = 0;
+  while (pos < rest.size()) {
+    size_t end = rest.find(';', pos);
+    if (end == std::string::npos) end = rest.size();
+    std::string item = rest.substr(pos, end - pos);
+    size_t eq = item.find('=');
+    if (eq != std::string::npos) p.addrs.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    pos = end + 1;
+  }
+  return p;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// CommShared
+
+Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store, int rank,
+                                                       int world_size,
+                                                       const CommOptions& options) {
+  std::shared_ptr<CommShared> s(new CommShared());
+  s->rank_ = rank;
+  s->world_size_ = world_size;
+  ResolvedOptions& o = s->options_;
+  o.transports = options.transports;
+  if (o.transports.empty()) o.transports = SplitList(kTransportKnob.Get());
+  bool explicit_transports = !o.transports.empty();
+  if (o.transports.empty()) o.transports = transport::AvailableTransports();
+  o.timeout_ms = options.timeout_ms > 0 ? options.timeout_ms : kTimeoutKnob.GetInt();
+  o.init_timeout_ms = options.init_timeout_ms > 0 ? options.init_timeout_ms : kInitTimeoutKnob.GetInt();
+  o.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : static_cast<size_t>(kChunkKnob.GetBytes());
+  if (o.chunk_bytes < 64) o.chunk_bytes = 64;
+  o.algorithm = !options.algorithm.empty() ? options.algorithm : kAlgoKnob.Get();
+  if (!o.algorithm.empty() && o.algorithm != "ring" && o.algorithm != "recursive_doubling") {
+    return InvalidArgumentError("unknown all-reduce algorithm '" + o.algorithm +
+                                "' (WEFT_ALGO): use ring or recursive_doubling");
+  }
+  o.rd_max_bytes = kRdMaxKnob.GetBytes();
+  for (const auto& t : o.transports) {
+    const auto avail = transport::AvailableTransports();
+    if (std::find(avail.begin(), avail.end(), t) == avail.end()) {
+      std::string known;
+      for (const auto& a : avail) known += (known.empty() ? "" : ", ") + a;
+      return InvalidArgumentError("unknown transport '" + t + "' (built: " + known + ")");
+    }
+  }
+  (void)explicit_transports;
+  Status st = s->Bootstrap(store, options);
+  if (!st.ok()) return st.WithContext("rank " + std::to_string(rank) + ": creating communicator");
+  return s;
+}
+
+Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& options) {
+  Deadline deadline = Deadline::AfterMs(options_.init_timeout_ms);
+  // Each communicator created from one store gets its own key space; ranks create them in the
+  // same order, so their counters agree.
+  WEFT_ASSIGN_OR_RETURN(int64_t generation,
+                        base_store.Add("weft/generation/" + std::to_string(rank_), 1));
+  rendezvous::PrefixStore store("weft/c" + std::to_string(generation), base_store);
+
+  std::string secret = !options.secret.empty() ? options.secret : kSecretKnob.Get();
+  job_id_ = !options.job_id.empty() ? options.job_id : kJobIdKnob.Get();
+  if (secret.empty() || job_id_.empty()) {
+    if (rank_ == 0) {
+      if (secret.empty()) {
+        WEFT_ASSIGN_OR_RETURN(secret, NewSecretHex());
+      }
+      if (job_id_.empty()) {
+        WEFT_ASSIGN_OR_RETURN(std::string r, NewSecretHex());
+        job_id_ = r.substr(0, 12);
+      }
+      WEFT_RETURN_IF_ERROR(store.Set("secret", secret));
+      WEFT_RETURN_IF_ERROR(store.Set("job_id", job_id_));
+    } else {
+      WEFT_ASSIGN_OR_RETURN(secret, store.Get("secret", deadline));
+      WEFT_ASSIGN_OR_RETURN(job_id_, store.Get("job_id", deadline));
+    }
+  }
+  std::string host = !options.host_id.empty() ? options.host_id : HostIdentity();
+  // Transports of one job are told apart by generation too (shm segment names).
+  std::string tjob = job_id_ + "g" + std::to_string(generation);
+
+  std::vector<std::pair<std::string, std::string>> addrs;
+  for (const auto& name : options_.transports) {
+    transport::TransportConfig cfg;
+    cfg.rank = rank_;
+    cfg.world_size = world_size_;
+    cfg.host_id = host;
+    cfg.secret = secret;
+    cfg.job_id = tjob;
+    cfg.shm_ring_bytes = options.shm_ring_bytes;
+    cfg.shm_eager_bytes = options.shm_eager_bytes;
+    cfg.tcp_sockets_per_peer = options.tcp_sockets_per_peer;
+    cfg.tcp_chunk_bytes = options.tcp_chunk_bytes;
+    cfg.listen_host = options.listen_host;
+    auto t = transport::CreateTransport(name, cfg);
+    if (!t.ok()) return t.status().WithContext("transport " + name);
+    auto addr = (*t)->Listen();
+    if (!addr.ok()) return addr.status().WithContext("transport " + name + " listen");
+    addrs.emplace_back(name, *addr);
+    transports_.push_back(std::move(*t));
+  }
+  WEFT_RETURN_IF_ERROR(store.Set("peer/" + std::to_string(rank_),
+                                 EncodePeer(rank_, host, static_cast<int>(getpid()), addrs)));
+
+  std::vector<DecodedPeer> peers(world_size_);
+  hosts_.assign(world_size_, "");
+  for (int r = 0; r < world_size_; ++r) {
+    auto rec = store.Get("peer/" + std::to_string(r), deadline);
+    if (!rec.ok()) {
+      return Status(rec.status().code(), "rank " + std::to_string(r) +
+                                             " did not join the rendezvous in time (" +
+                                             rec.status().message() + ")");
+    }
+    WEFT_ASSIGN_OR_RETURN(peers[r], DecodePeer(*rec));
+    hosts_[r] = peers[r].host;
+  }
+
+  // Pick, for each peer, the first transport in preference order that both sides built and that
+  // can reach it; then connect each transport's share of the peers.
+  transport_names_.assign(world_size_, "self");
+  endpoints_.resize(world_size_);
+  std::vector<std::vector<transport::PeerInfo>> per_transport(transports_.size());
+  transport::PeerInfo self{rank_, host, static_cast<int>(getpid()), ""};
+  for (int r = 0; r < world_size_; ++r) {
+    if (r == rank_) continue;
+    bool chosen = false;
+    for (size_t i = 0; i < transports_.size() && !chosen; ++i) {
+      const std::string& name = options_.transports[i];
+      for (const auto& [pname, paddr] : peers[r].addrs) {
+        if (pname != name) continue;
+        transport::PeerInfo info{r, peers[r].host, peers[r].pid, paddr};
+        if (!transports_[i]->CanConnect(self, info)) break;
+        per_transport[i].push_back(info);
+        transport_names_[r] = name;
+        chosen = true;
+        break;
+      }
+    }
+    if (!chosen) {
+      std::string tried;
+      for (const auto& n : options_.transports) tried += (tried.empty() ? "" : ",") + n;
+      return UnavailableError("no transport can reach rank " + std::to_string(r) + " (host " +
+                              peers[r].host + ") from rank " + std::to_string(rank_) +
+                              " (host " + host + "); tried " + tried);
+    }
+  }
+  for (size_t i = 0; i < transports_.size(); ++i) {
+    if (per_transport[i].empty()) continue;
+    auto eps = transports_[i]->Connect(per_transport[i], deadline);
+    if (!eps.ok()) return eps.status().WithContext("connecting over " + options_.transports[i]);
+    for (size_t j = 0; j < per_transport[i].size(); ++j) {
+      endpoints_[per_transport[i][j].rank] = std::move((*eps)[j]);
+    }
+  }
+
+  // Every rank listens for failure notices from every peer for the life of the connections.
+  notice_in_.assign(world_size_, std::vector<char>(kNoticeBytes, 0));
+  notice_recvs_.resize(world_size_);
+  for (int r = 0; r < world_size_; ++r) {
+    if (r == rank_) continue;
+    auto req = endpoints_[r]->PostRecv(notice_in_[r].data(), kNoticeBytes, kNoticeTag);
+    if (!req.ok()) return req.status();
+    notice_recvs_[r] = *req;
+  }
+  Status b = store.Barrier("connected", world_size_, deadline);
+  if (!b.ok()) return b;
+  WEFT_LOG(DEBUG) << "communicator of " << world_size_ << " ranks connected (job " << job_id_ << ")";
+  return Status::Ok();
+}
+
+CommShared::~CommShared() {
+  // Give failure notices a moment to leave before the transports close under them.
+  Deadline d = Deadline::AfterMs(200);
+  for (auto& r : notice_sends_) {
+    if (r) r->Wait(d).IgnoreError();
+  }
+  for (auto& t : transports_) t->Abort(CancelledError("communicator destroyed"));
+  endpoints_.clear();
+  notice_recvs_.clear();
+  notice_sends_.clear();
+  transports_.clear();
+}
+
+Status CommShared::CheckFailed() {
+  if (has_failed_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+  for (int r = 0; r < world_size_; ++r) {
+    auto& req = notice_recvs_[r];
+    if (!req || !req->Test()) continue;
+    Status s = req->status();
+    std::string text;
+    if (s.ok()) {
+      text.assign(notice_in_[r].data(), strnlen(notice_in_[r].data(), kNoticeBytes));
+    } else {
+      text = "connection to rank " + std::to_string(r) + " (" + transport_names_[r] +
+             ") failed: " + s.message();
+    }
+    req.reset();
+    Fail(UnavailableError(text), -1);
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+  return Status::Ok();
+}
+
+void CommShared::Fail(const Status& status, int culprit) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (has_failed_.load()) return;
+    failed_ = status;
+    has_failed_.store(true, std::memory_order_release);
+    std::string text = status.message() + " (reported by rank " + std::to_string(rank_) + ")";
+    if (text.size() >= kNoticeBytes) text.resize(kNoticeBytes - 1);
+    notice_out_.assign(world_size_, std::vector<char>(kNoticeBytes, 0));
+    for (int r = 0; r < world_size_; ++r) {
+      if (r == rank_ || r == culprit || !endpoints_[r]) continue;
+      std::memcpy(notice_out_[r].data(), text.data(), text.size());
+      auto req = endpoints_[r]->PostSend(notice_out_[r].data(), kNoticeBytes, kNoticeTag);
+      if (req.ok()) notice_sends_.push_back(*req);
+    }
+  }
+  Deadline d = Deadline::AfterMs(200);
+  for (auto& r : notice_sends_) r->Wait(d).IgnoreError();
+  for (auto& t : transports_) t->Abort(status);
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpContext
+
+OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, Deadline deadline)
+    : comm_(comm), op_name_(op_name), seq_(seq), deadline_(deadline) {}
+
+int OpContext::rank() const { return comm_.rank(); }
+int OpContext::size() const { return comm_.size(); }
+size_t OpContext::chunk_bytes() const { return comm_.chunk_bytes(); }
+uint8_t* OpContext::Scratch(size_t bytes, int slot) { return comm_.Scratch(bytes, slot); }
+
+std::string OpContext::OpLabel() const {
+  return std::string(op_name_) + " #" + std::to_string(seq_);
+}
+
+std::string OpContext::PeerLabel(int peer) const {
+  int w = comm_.world_rank_of(peer);
+  return "rank " + std::to_string(w) + " (" + comm_.shared().transport_name(w) + ")";
+}
+
+Result<Pending> OpContext::SendTagged(int peer, const void* data, size_t bytes, uint64_t tag) {
+  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
+  if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
+  auto r = ep->PostSend(data, bytes, tag);
+  if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
+  return Pending{*r, peer};
+}
+
+Result<Pending> OpContext::RecvTagged(int peer, void* data, size_t bytes, uint64_t tag) {
+  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
+  if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
+  auto r = ep->PostRecv(data, bytes, tag);
+  if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
+  return Pending{*r, peer};
+}
+
+Result<Pending> OpContext::Send(int peer, const void* data, size_t bytes, int step) {
+  return SendTagged(peer, data, bytes, comm_.CollectiveTag(seq_, step));
+}
+
+Result<Pending> OpContext::Recv(int peer, void* data, size_t bytes, int step) {
+  return RecvTagged(peer, data, bytes, comm_.CollectiveTag(seq_, step));
+}
+
+Status OpContext::FailureOf(const Pending& p, const Status& s) {
+  Status shared = comm_.shared().CheckFailed();
+  if (!shared.ok()) return shared.WithContext(OpLabel());
+  int w = p.peer >= 0 ? comm_.world_rank_of(p.peer) : -1;
+  Status out = s.WithContext(OpLabel() + ": " + PeerLabel(p.peer));
+  comm_.shared().Fail(out, w);
+  return out;
+}
+
+Status OpContext::Wait(Pending& p) {
+  while (true) {
+    Deadline slice = Deadline::AfterMs(kSliceMs).Min(deadline_);
+    Status s = p.req->Wait(slice);
+    if (s.ok()) return s;
+    if (s.code() != StatusCode::kDeadlineExceeded || p.req->Test()) {
+      if (p.req->Test()) s = p.req->status();
+      if (s.ok()) return s;
+      return FailureOf(p, s);
+    }
+    Status shared = comm_.shared().CheckFailed();
+    if (!shared.ok()) return shared.WithContext(OpLabel());
+    if (deadline_.Expired()) return DeadlineExceededError("");  // WaitAll names the peers
+  }
+}
+
+Status OpContext::WaitAll(std::vector<Pending>& ps) {
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Status s = Wait(ps[i]);
+    if (s.ok()) continue;
+    if (s.code() == StatusCode::kDeadlineExceeded && s.message().empty()) {
+      std::vector<int> late;
+      std::string transports;
+      for (size_t j = i; j < ps.size(); ++j) {
+        if (ps[j].req->Test()) continue;
+        int w = comm_.world_rank_of(ps[j].peer);
+        if (std::find(late.begin(), late.end(), w) == late.end()) late.push_back(w);
+      }
+      std::sort(late.begin(), late.end());
+      std::string who;
+      for (int w : late) {
+        who += (who.empty() ? "" : ", ") + std::to_string(w);
+        const std::string& t = comm_.shared().transport_name(w);
+        if (transports.find(t) == std::string::npos) transports += (transports.empty() ? "" : ",") + t;
+      }
+      double secs = static_cast<double>(comm_.shared().options().timeout_ms) / 1000.0;
+      std::ostringstream msg;
+      msg << OpLabel() << " timed out after " << secs << " s waiting for rank"
+          << (late.size() > 1 ? "s " : " ") << who << " (" << transports << ")";
+      s = DeadlineExceededError(msg.str());
+      comm_.shared().Fail(s, late.size() == 1 ? late[0] : -1);
+    }
+    ps.clear();
+    return s;
+  }
+  ps.clear();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// WorkState
+
+void WorkState::Complete(Status s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = std::move(s);
+    done_.store(true, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
+Status WorkState::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return status_;
+}
+
+Status WorkState::Wait(Deadline deadline) {
+  if (!done()) {
+    if (auto c = comm.lock()) c->TryRunInline(this);
+  }
+  // Spin briefly: most small collectives finish within microseconds of the wait.
+  for (int i = 0; i < 2000 && !done(); ++i) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!done_.load(std::memory_order_acquire)) {
+    if (deadline.Expired()) {
+      return DeadlineExceededError(std::string(name) + " #" + std::to_string(seq) +
+                                   " still running at the caller's deadline");
+    }
+    cv_.wait_until(lock, deadline.infinite() ? Clock::now() + std::chrono::seconds(1)
+                                             : deadline.when());
+  }
+  return status_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CommImpl
+
+CommImpl::CommImpl(std::shared_ptr<CommShared> shared, std::vector<int> group, int rank,
+                   uint32_t comm_id)
+    : shared_(std::move(shared)), group_(std::move(group)), rank_(rank), comm_id_(comm_id) {}
+
+CommImpl::~CommImpl() { Shutdown(); }
+
+void CommImpl::StartWorker() { worker_ = std::thread([this] { WorkerLoop(); }); }
+
+void CommImpl::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+uint8_t* CommImpl::Scratch(size_t bytes, int slot) {
+  auto& v = scratch_[slot];
+  if (v.size() < bytes) v.resize(bytes);
+  return v.data();
+}
+
+uint64_t CommImpl::CollectiveTag(uint32_t seq, int step) const {
+  return (static_cast<uint64_t>(comm_id_ & 0xffffff) << 39) |
+         (static_cast<uint64_t>(seq & 0xffffff) << 15) | static_cast<uint64_t>(step & 0x7fff);
+}
+
+uint64_t CommImpl::UserTag(int tag) const {
+  return (1ull << 63) | (static_cast<uint64_t>(comm_id_ & 0xffffff) << 31) |
+         static_cast<uint64_t>(tag & 0x7fffffff);
+}
+
+Status CommImpl::error() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!error_.ok()) return error_;
+  return shared_->CheckFailed();
+}
+
+Result<Work> CommImpl::Issue(const char* name, bool collective, WorkState::Fn fn,
+                             std::optional<P2POp> p2p) {
+  std::shared_ptr<WorkState> state;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return FailedPreconditionError(std::string(name) + " on a destroyed communicator");
+    uint32_t seq = collective ? next_seq_++ : 0;
+    state = std::make_shared<WorkState>(name, seq, std::move(fn), weak_from_this());
+    state->p2p = p2p;
+    if (group_depth_ > 0) {
+      group_ops_.push_back(state);
+      return Work(state);
+    }
+    queue_.push_back(state);
+  }
+  cv_.notify_one();
+  return Work(state);
+}
+
+void CommImpl::GroupStart() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++group_depth_;
+}
+
+Result<Work> CommImpl::GroupEnd() {
+  std::vector<std::shared_ptr<WorkState>> members;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (group_depth_ == 0) return FailedPreconditionError("GroupEnd without GroupStart");
+    if (--group_depth_ > 0) return Work();
+    members.swap(group_ops_);
+  }
+  // NCCL semantics: every member starts before any is waited on, so a rank's send and receive
+  // to the same peer cannot block each other. Point-to-point members are posted first, the
+  // collectives run in issue order, then the point-to-point members are waited on.
+  auto group_fn = [members](OpContext& ctx) -> Status {
+    Status first;
+    std::vector<std::pair<std::shared_ptr<WorkState>, Pending>> posted;
+    for (auto& m : members) {
+      if (!m->p2p) continue;
+      const P2POp& op = *m->p2p;
+      auto p = op.is_send ? ctx.SendTagged(op.peer, op.buf, op.bytes, op.tag)
+                          : ctx.RecvTagged(op.peer, op.buf, op.bytes, op.tag);
+      if (!p.ok()) {
+        if (first.ok()) first = p.status();
+        m->Complete(p.status());
+        continue;
+      }
+      posted.emplace_back(m, *p);
+    }
+    for (auto& m : members) {
+      if (m->p2p) continue;
+      OpContext mctx = ctx.ForOp(m->name, m->seq);
+      Status s = first.ok() ? m->fn(mctx) : Status(first.code(), "not run: " + first.message());
+      if (!s.ok() && first.ok()) first = s;
+      m->Complete(s);
+    }
+    for (auto& [m, p] : posted) {
+      std::vector<Pending> one{p};
+      OpContext mctx = ctx.ForOp(m->name, m->seq);
+      Status s = mctx.WaitAll(one);
+      if (!s.ok() && first.ok()) first = s;
+      m->Complete(s);
+    }
+    return first;
+  };
+  return Issue("group", false, std::move(group_fn));
+}
+
+void CommImpl::Execute(const std::shared_ptr<WorkState>& state) {
+  Status err = error();
+  if (!err.ok()) {
+    state->Complete(Status(err.code(), std::string(state->name) + " #" + std::to_string(state->seq) +
+                                           " not run: communicator failed earlier: " + err.message()));
+    return;
+  }
+  OpContext ctx(*this, state->name, state->seq,
+                Deadline::AfterMs(shared_->options().timeout_ms));
+  Status s = state->fn(ctx);
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = s;
+  }
+  state->Complete(s);
+}
+
+void CommImpl::TryRunInline(WorkState* state) {
+  std::shared_ptr<WorkState> mine;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (running_ || queue_.empty() || queue_.front().get() != state) return;
+    mine = queue_.front();
+    queue_.pop_front();
+    running_ = true;
+  }
+  Execute(mine);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = false;
+  }
+  cv_.notify_all();
+}
+
+void CommImpl::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return (stop_ && !running_) || (!queue_.empty() && !running_); });
+    if (queue_.empty()) {
+      if (stop_) return;
+      continue;
+    }
+    auto state = queue_.front();
+    queue_.pop_front();
+    running_ = true;
+    lock.unlock();
+    Execute(state);
+    lock.lock();
+    running_ = false;
+    cv_.notify_all();
+  }
+}
+
+void CommImpl::Abort() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = AbortedError("communicator aborted by rank " + std::to_string(shared_->rank()));
+  }
+  shared_->Fail(AbortedError("rank " + std::to_string(shared_->rank()) + " aborted its communicator"),
+                -1);
+}
+
+}  // namespace weft::collectives::internal

@@ -1,0 +1,230 @@
+// Private machinery behind Communicator: the connections shared by a root communicator and its
+// split children (CommShared), one communicator's ordered operation queue and worker thread
+// (CommImpl), the state behind a Work handle, and the OpContext every algorithm runs with.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/deadline.h"
+#include "base/status.h"
+#include "collectives/communicator.h"
+#include "rendezvous/store.h"
+#include "transport/transport.h"
+
+namespace weft::collectives::internal {
+
+inline constexpr size_t kNoticeBytes = 512;
+inline constexpr uint64_t kNoticeTag = 0x7fffffffffffffffull;
+inline constexpr uint32_t kMaxCommId = 0xfffffe;  // 0xffffff is reserved for notices
+
+// Settings resolved once from CommOptions and the environment.
+struct ResolvedOptions {
+  std::vector<std::string> transports;
+  int64_t timeout_ms = 0;
+  int64_t init_timeout_ms = 0;
+  size_t chunk_bytes = 0;
+  std::string algorithm;
+  int64_t rd_max_bytes = 0;
+};
+
+// Connections of a root communicator, shared (shared_ptr) with its split children. Owns the
+// transports and one endpoint per peer (world ranks). Thread-safe.
+class CommShared {
+ public:
+  static Result<std::shared_ptr<CommShared>> Create(rendezvous::Store& store, int rank,
+                                                    int world_size, const CommOptions& options);
+  ~CommShared();
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  const ResolvedOptions& options() const { return options_; }
+  const std::string& job_id() const { return job_id_; }
+  // Endpoint to a world rank (null for self).
+  transport::Endpoint* endpoint(int world_rank) const { return endpoints_[world_rank].get(); }
+  const std::string& transport_name(int world_rank) const { return transport_names_[world_rank]; }
+  const std::string& host_of(int world_rank) const { return hosts_[world_rank]; }
+
+  // The error that failed these connections, OK while healthy. Also notices peers' reports.
+  Status CheckFailed();
+  // Records a failure (first one wins), tells every peer (except `culprit`, if >= 0) so that
+  // ranks not talking to the culprit fail promptly too, then aborts the transports so no late
+  // message lands in a buffer the caller has taken back.
+  void Fail(const Status& status, int culprit);
+  // Keeps an object (the bootstrap store and its server) alive as long as the connections.
+  void KeepAlive(std::shared_ptr<void> p) { keep_alive_.push_back(std::move(p)); }
+
+ private:
+  CommShared() = default;
+  Status Bootstrap(rendezvous::Store& store, const CommOptions& options);
+
+  std::vector<std::shared_ptr<void>> keep_alive_;  // destroyed last
+  int rank_ = 0;
+  int world_size_ = 1;
+  ResolvedOptions options_;
+  std::string job_id_;
+  std::vector<std::unique_ptr<transport::Transport>> transports_;
+  std::vector<std::unique_ptr<transport::Endpoint>> endpoints_;
+  std::vector<std::string> transport_names_;
+  std::vector<std::string> hosts_;
+
+  std::mutex mu_;
+  Status failed_;
+  std::atomic<bool> has_failed_{false};
+  std::vector<std::vector<char>> notice_in_;
+  std::vector<transport::RequestPtr> notice_recvs_;
+  std::vector<std::vector<char>> notice_out_;
+  std::vector<transport::RequestPtr> notice_sends_;
+};
+
+class CommImpl;
+
+// One posted transfer of an operation, with the peer (rank in the communicator) for messages.
+struct Pending {
+  transport::RequestPtr req;
+  int peer = -1;
+};
+
+// What an algorithm sees: its communicator's ranks, tagged sends and receives scoped to this
+// operation, waits bounded by the operation's deadline with errors that name the peer, and
+// scratch memory. Used by one thread at a time.
+class OpContext {
+ public:
+  OpContext(CommImpl& comm, const char* op_name, uint32_t seq, Deadline deadline);
+  int rank() const;
+  int size() const;
+  size_t chunk_bytes() const;
+  // Sends/receives tagged with this operation and `step` (messages of one step match in order).
+  Result<Pending> Send(int peer, const void* data, size_t bytes, int step);
+  Result<Pending> Recv(int peer, void* data, size_t bytes, int step);
+  // Point-to-point with a raw transport tag (user send/recv).
+  Result<Pending> SendTagged(int peer, const void* data, size_t bytes, uint64_t tag);
+  Result<Pending> RecvTagged(int peer, void* data, size_t bytes, uint64_t tag);
+  Status Wait(Pending& p);
+  // Waits for all, in order; on timeout names every peer still outstanding. Clears the vector.
+  Status WaitAll(std::vector<Pending>& ps);
+  // Grow-only scratch buffers owned by the communicator; `slot` picks one of kScratchSlots.
+  static constexpr int kScratchSlots = 3;
+  uint8_t* Scratch(size_t bytes, int slot);
+  // A context for another operation of the same communicator, sharing this deadline.
+  OpContext ForOp(const char* op_name, uint32_t seq) const {
+    return OpContext(comm_, op_name, seq, deadline_);
+  }
+  const char* op_name() const { return op_name_; }
+  uint32_t seq() const { return seq_; }
+  // "allreduce #12"
+  std::string OpLabel() const;
+  // The world rank and transport of a peer, for messages.
+  std::string PeerLabel(int peer) const;
+
+ private:
+  Status FailureOf(const Pending& p, const Status& s);
+  CommImpl& comm_;
+  const char* op_name_;
+  uint32_t seq_;
+  Deadline deadline_;
+};
+
+// A point-to-point transfer, described so that a group can post it without waiting.
+struct P2POp {
+  bool is_send = true;
+  int peer = 0;
+  void* buf = nullptr;
+  size_t bytes = 0;
+  uint64_t tag = 0;
+};
+
+// The state behind a Work handle.
+class WorkState {
+ public:
+  using Fn = std::function<Status(OpContext&)>;
+  WorkState(const char* name, uint32_t seq, Fn fn, std::weak_ptr<CommImpl> comm)
+      : name(name), seq(seq), fn(std::move(fn)), comm(std::move(comm)) {}
+  void Complete(Status s);
+  bool done() const { return done_.load(std::memory_order_acquire); }
+  Status Wait(Deadline deadline);
+  Status status() const;
+
+  const char* name;
+  uint32_t seq;
+  Fn fn;
+  std::weak_ptr<CommImpl> comm;
+  // Set for send/recv: a group posts these first and waits on them last.
+  std::optional<P2POp> p2p;
+
+ private:
+  std::atomic<bool> done_{false};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Status status_;
+};
+
+// One communicator: a group of world ranks over shared connections, an ordered queue of
+// operations, and the worker thread that runs them (a waiter may run the next one inline).
+class CommImpl : public std::enable_shared_from_this<CommImpl> {
+ public:
+  CommImpl(std::shared_ptr<CommShared> shared, std::vector<int> group, int rank, uint32_t comm_id);
+  ~CommImpl();
+  void StartWorker();
+  // Drains the queue, stops and joins the worker.
+  void Shutdown();
+
+  int rank() const { return rank_; }
+  int size() const { return static_cast<int>(group_.size()); }
+  int world_rank_of(int r) const { return group_[r]; }
+  const std::vector<int>& group() const { return group_; }
+  uint32_t comm_id() const { return comm_id_; }
+  CommShared& shared() { return *shared_; }
+  std::shared_ptr<CommShared> shared_ptr() { return shared_; }
+  size_t chunk_bytes() const { return shared_->options().chunk_bytes; }
+  uint8_t* Scratch(size_t bytes, int slot);
+
+  uint64_t CollectiveTag(uint32_t seq, int step) const;
+  uint64_t UserTag(int tag) const;
+
+  // Issues an operation: assigns the next sequence number (collectives) and queues it, or, while
+  // a group is open, adds it to the group.
+  Result<Work> Issue(const char* name, bool collective, WorkState::Fn fn,
+                     std::optional<P2POp> p2p = std::nullopt);
+  void GroupStart();
+  Result<Work> GroupEnd();
+
+  // Runs `state` now on the calling thread if it is next in line and nothing else runs.
+  void TryRunInline(WorkState* state);
+  Status error();
+  void Abort();
+  uint32_t NextSplitIndex() { return split_count_.fetch_add(1); }
+
+ private:
+  void WorkerLoop();
+  void Execute(const std::shared_ptr<WorkState>& state);
+
+  std::shared_ptr<CommShared> shared_;
+  std::vector<int> group_;
+  int rank_;
+  uint32_t comm_id_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<WorkState>> queue_;
+  bool running_ = false;
+  bool stop_ = false;
+  uint32_t next_seq_ = 0;
+  int group_depth_ = 0;
+  std::vector<std::shared_ptr<WorkState>> group_ops_;
+  Status error_;
+  std::thread worker_;
+
+  std::vector<uint8_t> scratch_[OpContext::kScratchSlots];
+  std::atomic<uint32_t> split_count_{0};
+};
+
+}  // namespace weft::collectives::internal

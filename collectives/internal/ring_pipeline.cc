@@ -1,0 +1,159 @@
+#include "collectives/internal/ring_pipeline.h"
+
+#include <algorithm>
+
+#include "base/reduce_kernels.h"
+
+namespace weft::collectives::internal {
+namespace {
+
+size_t ChunkElems(OpContext& ctx, size_t esize) {
+  return std::max<size_t>(1, ctx.chunk_bytes() / esize);
+}
+
+// The chunks of a block: [start, len) pairs in elements relative to the block.
+template <typename F>
+void ForEachChunk(const Block& b, size_t chunk, F&& f) {
+  for (size_t off = 0; off < b.count; off += chunk) f(off, std::min(chunk, b.count - off));
+}
+
+}  // namespace
+
+std::vector<Block> EvenBlocks(size_t count, int n) {
+  std::vector<Block> out(n);
+  size_t base = count / n, extra = count % n, off = 0;
+  for (int i = 0; i < n; ++i) {
+    out[i].offset = off;
+    out[i].count = base + (static_cast<size_t>(i) < extra ? 1 : 0);
+    off += out[i].count;
+  }
+  return out;
+}
+
+std::vector<Block> EqualBlocks(size_t per_block, int n) {
+  std::vector<Block> out(n);
+  for (int i = 0; i < n; ++i) out[i] = Block{per_block * i, per_block};
+  return out;
+}
+
+Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
+                         const std::vector<Block>& blocks, DType dtype, ReduceOp op, int shift,
+                         int step_base) {
+  const int n = ctx.size(), rank = ctx.rank();
+  const int right = Mod(rank + 1, n), left = Mod(rank - 1, n);
+  const size_t es = DTypeSize(dtype);
+  const size_t chunk = ChunkElems(ctx, es);
+  size_t max_block = 0;
+  for (const auto& b : blocks) max_block = std::max(max_block, b.count);
+  uint8_t* scratch[2] = {ctx.Scratch(max_block * es, 0), ctx.Scratch(max_block * es, 1)};
+
+  std::vector<Pending> sends;
+  std::vector<std::vector<Pending>> recvs(2);
+  auto post_recvs = [&](int s) -> Status {
+    const Block& b = blocks[Mod(rank - s - 1 + shift, n)];
+    auto& list = recvs[s & 1];
+    list.clear();
+    Status st;
+    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+      if (!st.ok()) return;
+      auto p = ctx.Recv(left, scratch[s & 1] + off * es, len * es, step_base + s);
+      if (!p.ok()) st = p.status();
+      else list.push_back(*p);
+    });
+    return st;
+  };
+  auto post_send = [&](int s, const uint8_t* base, const Block& b, size_t off, size_t len) {
+    auto p = ctx.Send(right, base + (b.offset + off) * es, len * es, step_base + s);
+    if (!p.ok()) return p.status();
+    sends.push_back(*p);
+    return Status::Ok();
+  };
+
+  WEFT_RETURN_IF_ERROR(post_recvs(0));
+  {
+    const Block& b = blocks[Mod(rank + shift, n)];
+    Status st;
+    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+      if (st.ok()) st = post_send(0, in, b, off, len);
+    });
+    WEFT_RETURN_IF_ERROR(st);
+  }
+  for (int s = 0; s <= n - 2; ++s) {
+    if (s + 1 <= n - 2) WEFT_RETURN_IF_ERROR(post_recvs(s + 1));
+    const Block& b = blocks[Mod(rank - s - 1 + shift, n)];
+    size_t i = 0;
+    Status st;
+    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+      if (!st.ok()) return;
+      st = ctx.Wait(recvs[s & 1][i++]);
+      if (!st.ok()) return;
+      size_t at = (b.offset + off) * es;
+      ReduceInto(dtype, op, acc + at, in + at, scratch[s & 1] + off * es, len);
+      if (s + 1 <= n - 2) st = post_send(s + 1, acc, b, off, len);
+    });
+    if (!st.ok()) {
+      // Name every late peer, not only the first wait that expired.
+      if (st.code() == StatusCode::kDeadlineExceeded && st.message().empty()) {
+        recvs[s & 1].erase(recvs[s & 1].begin(), recvs[s & 1].begin() + (i - 1));
+        return ctx.WaitAll(recvs[s & 1]);
+      }
+      return st;
+    }
+  }
+  return ctx.WaitAll(sends);
+}
+
+Status RingAllGather(OpContext& ctx, uint8_t* buf, const std::vector<Block>& blocks, DType dtype,
+                     int own, int step_base) {
+  const int n = ctx.size(), rank = ctx.rank();
+  const int right = Mod(rank + 1, n), left = Mod(rank - 1, n);
+  const size_t es = DTypeSize(dtype);
+  const size_t chunk = ChunkElems(ctx, es);
+  std::vector<std::vector<Pending>> recvs(n > 1 ? n - 1 : 0);
+  std::vector<Pending> sends;
+  for (int t = 0; t <= n - 2; ++t) {
+    const Block& b = blocks[Mod(own - t - 1, n)];
+    Status st;
+    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+      if (!st.ok()) return;
+      auto p = ctx.Recv(left, buf + (b.offset + off) * es, len * es, step_base + t);
+      if (!p.ok()) st = p.status();
+      else recvs[t].push_back(*p);
+    });
+    WEFT_RETURN_IF_ERROR(st);
+  }
+  if (n > 1) {
+    const Block& b = blocks[Mod(own, n)];
+    Status st;
+    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+      if (!st.ok()) return;
+      auto p = ctx.Send(right, buf + (b.offset + off) * es, len * es, step_base);
+      if (!p.ok()) st = p.status();
+      else sends.push_back(*p);
+    });
+    WEFT_RETURN_IF_ERROR(st);
+  }
+  for (int t = 0; t <= n - 2; ++t) {
+    const Block& b = blocks[Mod(own - t - 1, n)];
+    size_t i = 0;
+    Status st;
+    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+      if (!st.ok()) return;
+      st = ctx.Wait(recvs[t][i++]);
+      if (!st.ok() || t + 1 > n - 2) return;
+      auto p = ctx.Send(right, buf + (b.offset + off) * es, len * es, step_base + t + 1);
+      if (!p.ok()) st = p.status();
+      else sends.push_back(*p);
+    });
+    if (!st.ok()) {
+      if (st.code() == StatusCode::kDeadlineExceeded && st.message().empty()) {
+        recvs[t].erase(recvs[t].begin(), recvs[t].begin() + (i - 1));
+        return ctx.WaitAll(recvs[t]);
+      }
+      return st;
+    }
+  }
+  return ctx.WaitAll(sends);
+}
+
+}  // namespace weft::collectives::internal

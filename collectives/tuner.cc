@@ -1,0 +1,18 @@
+#include "collectives/tuner.h"
+
+namespace weft::collectives {
+
+AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
+  if (in.forced == "ring") return AllReduceAlgo::kRing;
+  if (in.forced == "recursive_doubling") return AllReduceAlgo::kRecursiveDoubling;
+  // Below rd_max_bytes the log2(n) latency terms of recursive doubling beat the ring's 2(n-1);
+  // above it the ring's (n-1)/n bytes per step win.
+  if (in.bytes <= in.rd_max_bytes) return AllReduceAlgo::kRecursiveDoubling;
+  return AllReduceAlgo::kRing;
+}
+
+const char* AllReduceAlgoName(AllReduceAlgo algo) {
+  return algo == AllReduceAlgo::kRing ? "ring" : "recursive_doubling";
+}
+
+}  // namespace weft::collectives
