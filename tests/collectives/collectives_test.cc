@@ -1,0 +1,217 @@
+// Every collective x data type x reduce op x element count (0, 1, odd, larger than a chunk) x
+// world size (1, 2, 3, 4, 8) x in-place/out-of-place x transport, checked against a serial
+// reference. Ranks are threads; transports are real (shared memory, TCP over loopback).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <sstream>
+
+#include "base/reduce_kernels.h"
+#include "collectives/communicator.h"
+#include "comm_test_util.h"
+#include "transport/transport.h"
+
+namespace weft::collectives {
+namespace {
+
+using testing::RunRanks;
+using testing::SmallOptions;
+
+constexpr int64_t kCounts[] = {0, 1, 17, 4099};
+
+// Element i of rank r's input, chosen so every reduction is exact in every type (sums of small
+// integers, products of ones and twos), so any reduction order gives the same bits.
+std::vector<uint8_t> Input(DType d, ReduceOp op, int rank, int64_t count, int salt = 0) {
+  std::vector<uint8_t> out(static_cast<size_t>(count) * DTypeSize(d));
+  for (int64_t i = 0; i < count; ++i) {
+    double v = op == ReduceOp::kProd ? 1 + ((rank + i + salt) % 2) : 1 + ((rank * 3 + i + salt) % 3);
+    if (op == ReduceOp::kMin || op == ReduceOp::kMax) v = (rank * 7 + i * 3 + salt) % 11;
+    uint8_t* p = out.data() + i * DTypeSize(d);
+    switch (d) {
+      case DType::kFloat32: { float x = static_cast<float>(v); std::memcpy(p, &x, 4); break; }
+      case DType::kFloat64: std::memcpy(p, &v, 8); break;
+      case DType::kFloat16: { uint16_t x = FloatToHalf(static_cast<float>(v)); std::memcpy(p, &x, 2); break; }
+      case DType::kBFloat16: { uint16_t x = FloatToBFloat16(static_cast<float>(v)); std::memcpy(p, &x, 2); break; }
+      case DType::kInt8: { int8_t x = static_cast<int8_t>(v); std::memcpy(p, &x, 1); break; }
+      case DType::kUint8: { uint8_t x = static_cast<uint8_t>(v); std::memcpy(p, &x, 1); break; }
+      case DType::kInt32: { int32_t x = static_cast<int32_t>(v); std::memcpy(p, &x, 4); break; }
+      case DType::kInt64: { int64_t x = static_cast<int64_t>(v); std::memcpy(p, &x, 8); break; }
+    }
+  }
+  return out;
+}
+
+std::vector<uint8_t> Reference(DType d, ReduceOp op, int n, int64_t count, int salt = 0) {
+  std::vector<uint8_t> acc = Input(d, op, 0, count, salt);
+  for (int r = 1; r < n; ++r) {
+    auto in = Input(d, op, r, count, salt);
+    ReduceInto(d, op, acc.data(), acc.data(), in.data(), static_cast<size_t>(count));
+  }
+  if (op == ReduceOp::kAvg) DivideByCount(d, acc.data(), static_cast<size_t>(count), n);
+  return acc;
+}
+
+std::string Label(const char* what, DType d, int op, int64_t count, bool in_place, int rank) {
+  std::ostringstream s;
+  s << what << " dtype=" << DTypeName(d) << " op=" << op << " count=" << count
+    << " in_place=" << in_place << " rank=" << rank;
+  return s.str();
+}
+
+struct Param {
+  std::string transport;
+  int world;
+};
+
+class CollectivesMatrix : public ::testing::TestWithParam<Param> {};
+
+TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
+  const int n = GetParam().world;
+  CommOptions ring = SmallOptions(GetParam().transport);
+  ring.algorithm = "ring";
+  CommOptions rd = ring;
+  rd.algorithm = "recursive_doubling";
+  std::atomic<int> failures{0};
+  RunRanks(n, {ring, rd}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
+    auto check = [&](bool ok, const std::string& what) {
+      if (!ok && failures.fetch_add(1) < 10) ADD_FAILURE() << what;
+    };
+    auto run = [&](Result<Work> w, const std::string& what) {
+      if (!w.ok()) return check(false, what + ": " + w.status().ToString());
+      Status s = w->Wait();
+      check(s.ok(), what + ": " + s.ToString());
+    };
+    for (int di = 0; di < kNumDTypes; ++di) {
+      DType d = static_cast<DType>(di);
+      const size_t es = DTypeSize(d);
+      for (int64_t count : kCounts) {
+        for (bool in_place : {false, true}) {
+          // Reductions: every op.
+          for (int oi = 0; oi < kNumReduceOps; ++oi) {
+            ReduceOp op = static_cast<ReduceOp>(oi);
+            auto ref = Reference(d, op, n, count);
+            for (auto& comm : comms) {
+              auto in = Input(d, op, rank, count);
+              std::vector<uint8_t> out(in.size(), 0xee);
+              uint8_t* dst = in_place ? in.data() : out.data();
+              run(comm->AllReduce(in.data(), dst, count, d, op),
+                  Label("allreduce", d, oi, count, in_place, rank));
+              check(std::memcmp(dst, ref.data(), ref.size()) == 0,
+                    Label("allreduce result", d, oi, count, in_place, rank) + " algo " +
+                        comm->AllReduceAlgorithmFor(count, d));
+            }
+            Communicator& c = *comms[0];
+            {  // reduce to a root that varies with the count
+              int root = static_cast<int>(count % n);
+              auto in = Input(d, op, rank, count);
+              std::vector<uint8_t> out(in.size(), 0xee);
+              uint8_t* dst = in_place ? in.data() : out.data();
+              run(c.Reduce(in.data(), dst, count, d, op, root),
+                  Label("reduce", d, oi, count, in_place, rank));
+              if (rank == root) {
+                check(std::memcmp(dst, ref.data(), ref.size()) == 0,
+                      Label("reduce result", d, oi, count, in_place, rank));
+              }
+            }
+            {  // reduce-scatter: n blocks of `count`
+              std::vector<uint8_t> in, full_ref = Reference(d, op, n, count * n, 1);
+              in = Input(d, op, rank, count * n, 1);
+              std::vector<uint8_t> out(count * es, 0xee);
+              uint8_t* dst = in_place ? in.data() + rank * count * es : out.data();
+              run(c.ReduceScatter(in.data(), dst, count, d, op),
+                  Label("reducescatter", d, oi, count, in_place, rank));
+              check(std::memcmp(dst, full_ref.data() + rank * count * es, count * es) == 0,
+                    Label("reducescatter result", d, oi, count, in_place, rank));
+            }
+          }
+          Communicator& c = *comms[0];
+          const int root = static_cast<int>((count + 1) % n);
+          {  // broadcast
+            auto src = Input(d, ReduceOp::kSum, root, count, 2);
+            std::vector<uint8_t> buf(src.size(), 0xee);
+            if (rank == root && in_place) buf = src;
+            const void* send = rank == root ? (in_place ? buf.data() : src.data()) : nullptr;
+            run(c.Broadcast(send, buf.data(), count, d, root),
+                Label("broadcast", d, 0, count, in_place, rank));
+            check(buf == src, Label("broadcast result", d, 0, count, in_place, rank));
+          }
+          // Rank r's block for the gathers: Input(..., r, count, 3).
+          std::vector<uint8_t> gathered;
+          for (int r = 0; r < n; ++r) {
+            auto b = Input(d, ReduceOp::kSum, r, count, 3);
+            gathered.insert(gathered.end(), b.begin(), b.end());
+          }
+          {  // all-gather
+            auto mine = Input(d, ReduceOp::kSum, rank, count, 3);
+            std::vector<uint8_t> out(gathered.size(), 0xee);
+            const void* send = mine.data();
+            if (in_place) {
+              std::memcpy(out.data() + rank * count * es, mine.data(), mine.size());
+              send = out.data() + rank * count * es;
+            }
+            run(c.AllGather(send, out.data(), count, d), Label("allgather", d, 0, count, in_place, rank));
+            check(out == gathered, Label("allgather result", d, 0, count, in_place, rank));
+          }
+          {  // gather
+            auto mine = Input(d, ReduceOp::kSum, rank, count, 3);
+            std::vector<uint8_t> out(gathered.size(), 0xee);
+            const void* send = mine.data();
+            if (in_place && rank == root) {
+              std::memcpy(out.data() + rank * count * es, mine.data(), mine.size());
+              send = out.data() + rank * count * es;
+            }
+            run(c.Gather(send, rank == root ? out.data() : nullptr, count, d, root),
+                Label("gather", d, 0, count, in_place, rank));
+            if (rank == root) check(out == gathered, Label("gather result", d, 0, count, in_place, rank));
+          }
+          {  // scatter
+            std::vector<uint8_t> src = rank == root ? gathered : std::vector<uint8_t>();
+            std::vector<uint8_t> out(count * es, 0xee);
+            void* dst = out.data();
+            if (in_place && rank == root) dst = src.data() + rank * count * es;
+            run(c.Scatter(rank == root ? src.data() : nullptr, dst, count, d, root),
+                Label("scatter", d, 0, count, in_place, rank));
+            auto want = Input(d, ReduceOp::kSum, rank, count, 3);
+            check(std::memcmp(dst, want.data(), want.size()) == 0,
+                  Label("scatter result", d, 0, count, in_place, rank));
+          }
+          {  // all-to-all: block p of rank r's input is Input(.., r * n + p, count, 4)
+            std::vector<uint8_t> in, want;
+            for (int p = 0; p < n; ++p) {
+              auto b = Input(d, ReduceOp::kSum, rank * n + p, count, 4);
+              in.insert(in.end(), b.begin(), b.end());
+              auto w = Input(d, ReduceOp::kSum, p * n + rank, count, 4);
+              want.insert(want.end(), w.begin(), w.end());
+            }
+            std::vector<uint8_t> out(in.size(), 0xee);
+            uint8_t* dst = in_place ? in.data() : out.data();
+            run(c.AllToAll(in.data(), dst, count, d), Label("alltoall", d, 0, count, in_place, rank));
+            check(std::memcmp(dst, want.data(), want.size()) == 0,
+                  Label("alltoall result", d, 0, count, in_place, rank));
+          }
+        }
+      }
+    }
+    run(comms[0]->Barrier(), "barrier");
+    run(comms[1]->Barrier(), "barrier");
+    EXPECT_TRUE(comms[0]->GetAsyncError().ok());
+  });
+  EXPECT_EQ(failures.load(), 0);
+}
+
+std::vector<Param> AllParams() {
+  std::vector<Param> out;
+  for (const auto& t : transport::AvailableTransports()) {
+    for (int n : {1, 2, 3, 4, 8}) out.push_back({t, n});
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Built, CollectivesMatrix, ::testing::ValuesIn(AllParams()),
+                         [](const auto& info) {
+                           return info.param.transport + "_" + std::to_string(info.param.world) + "ranks";
+                         });
+
+}  // namespace
+}  // namespace weft::collectives
