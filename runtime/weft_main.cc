@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/env.h"
+#include "runtime/bench.h"
 #include "runtime/launcher.h"
 
 namespace {
@@ -15,6 +16,7 @@ void Usage(FILE* out) {
                "\n"
                "commands:\n"
                "  run -n N [--transport T] -- PROGRAM ARGS   launch N local ranks\n"
+               "  bench COLLECTIVE [options]                 nccl-tests-style benchmark (run on every rank)\n"
                "  env                                        list every WEFT_* knob\n"
                "  help                                       this text\n");
 }
@@ -38,6 +40,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "run") return weft::runtime::RunCommand(args);
+  if (cmd == "bench") return weft::runtime::BenchCommand(args);
   if (cmd == "env") return EnvCommand();
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     Usage(stdout);
