@@ -263,13 +263,14 @@ Status CommShared::CheckFailed() {
     auto& req = notice_recvs_[r];
     if (!req || !req->Test()) continue;
     Status s = req->status();
-    std::string text;
-    if (s.ok()) {
-      text.assign(notice_in_[r].data(), strnlen(notice_in_[r].data(), kNoticeBytes));
-    } else {
-      text = "connection to rank " + std::to_string(r) + " (" + transport_names_[r] +
-             ") failed: " + s.message();
+    if (!s.ok()) {
+      // The connection went away without a notice: a peer that destroyed its communicator, or
+      // one that died. Operations that still need that peer fail on their own requests (and
+      // then notify everyone); a clean shutdown must not fail ranks that are done with it.
+      req.reset();
+      continue;
     }
+    std::string text(notice_in_[r].data(), strnlen(notice_in_[r].data(), kNoticeBytes));
     req.reset();
     Fail(UnavailableError(text), -1);
     std::lock_guard<std::mutex> lock(mu_);
