@@ -255,7 +255,8 @@ struct TcpStoreServer::Impl {
             if (got == 0 || (errno != EAGAIN && errno != EINTR)) c.closing = true;
             break;
           }
-          if (!c.closing && !Process(c)) c.closing = true;
+          // Judge what arrived even from a client that already hung up.
+          if (!c.in.empty() && !Process(c)) c.closing = true;
         }
         if (c.waiting && now >= c.wait_until) {
           c.waiting = false;
@@ -318,8 +319,8 @@ Result<std::unique_ptr<TcpStoreClient>> TcpStoreClient::Connect(const HostPort& 
   return std::unique_ptr<TcpStoreClient>(new TcpStoreClient(addr, std::move(*fd)));
 }
 
-Result<std::pair<uint8_t, std::string>> TcpStoreClient::RoundTrip(const std::string& frame,
-                                                                  Deadline deadline) {
+Result<TcpStoreClient::Reply> TcpStoreClient::RoundTrip(const std::string& frame,
+                                                        Deadline deadline) {
   std::lock_guard<std::mutex> lock(mu_);
   auto fail = [&](const Status& s) {
     return Status(s.code() == StatusCode::kDeadlineExceeded ? s.code() : StatusCode::kUnavailable,
@@ -339,8 +340,10 @@ Result<std::pair<uint8_t, std::string>> TcpStoreClient::RoundTrip(const std::str
     fd_.Reset();  // the stream is out of sync now; later calls fail fast
     return fail(s);
   }
-  uint8_t status = static_cast<uint8_t>(body[0]);
-  return std::make_pair(status, body.substr(1));
+  Reply reply;
+  reply.status = static_cast<uint8_t>(body[0]);
+  reply.payload = body.substr(1);
+  return reply;
 }
 
 namespace {
@@ -363,11 +366,11 @@ Result<std::string> TcpStoreClient::Get(std::string_view key, Deadline deadline)
   // The server answers "missing" when wait_ms passes; allow it a little slack to say so.
   Deadline io = deadline.infinite() ? deadline : Deadline::After(deadline.Remaining() + std::chrono::seconds(5));
   WEFT_ASSIGN_OR_RETURN(auto r, RoundTrip(Frame(kGet, body), io));
-  if (r.first == kMissing) {
+  if (r.status == kMissing) {
     return DeadlineExceededError("key '" + std::string(key) + "' did not appear in the store " +
                                  Describe() + " in time");
   }
-  return std::move(r.second);
+  return std::move(r.payload);
 }
 
 Result<int64_t> TcpStoreClient::Add(std::string_view key, int64_t delta) {
@@ -375,11 +378,11 @@ Result<int64_t> TcpStoreClient::Add(std::string_view key, int64_t delta) {
   PutStr(body, key);
   PutI64(body, delta);
   WEFT_ASSIGN_OR_RETURN(auto r, RoundTrip(Frame(kAdd, body), RequestDeadline()));
-  if (r.first != kOk || r.second.size() != 8) {
-    return InvalidArgumentError("store Add('" + std::string(key) + "'): " + r.second);
+  if (r.status != kOk || r.payload.size() != 8) {
+    return InvalidArgumentError("store Add('" + std::string(key) + "'): " + r.payload);
   }
   int64_t v;
-  std::memcpy(&v, r.second.data(), 8);
+  std::memcpy(&v, r.payload.data(), 8);
   return v;
 }
 
@@ -387,7 +390,7 @@ Result<bool> TcpStoreClient::Check(std::string_view key) {
   std::string body;
   PutStr(body, key);
   WEFT_ASSIGN_OR_RETURN(auto r, RoundTrip(Frame(kCheck, body), RequestDeadline()));
-  return r.second == "1";
+  return r.payload.size() == 1 && r.payload[0] == '1';
 }
 
 Status TcpStoreClient::Delete(std::string_view key) {

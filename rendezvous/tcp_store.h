@@ -53,8 +53,12 @@ class TcpStoreClient : public Store {
 
  private:
   TcpStoreClient(HostPort addr, UniqueFd fd) : addr_(std::move(addr)), fd_(std::move(fd)) {}
-  // Sends one request frame and reads the reply: status byte + payload.
-  Result<std::pair<uint8_t, std::string>> RoundTrip(const std::string& frame, Deadline deadline);
+  struct Reply {
+    uint8_t status = 0;
+    std::string payload;
+  };
+  // Sends one request frame and reads the reply.
+  Result<Reply> RoundTrip(const std::string& frame, Deadline deadline);
 
   HostPort addr_;
   std::mutex mu_;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages weft's build, tests and demo need. Idempotent: when everything is
+# present it only checks and says nothing. Run as root (or with sudo available).
+set -euo pipefail
+
+packages=(
+  build-essential   # g++, make
+  cmake
+  libgtest-dev      # GoogleTest (static libraries and CMake config)
+  iproute2          # ip netns for multi-host tests
+  procps            # ps/pgrep used by a few tests' diagnostics
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "setup.sh: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+echo "setup.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
