@@ -346,9 +346,11 @@ Result<Pending> OpContext::Recv(int peer, void* data, size_t bytes, int step) {
 
 Status OpContext::FailureOf(const Pending& p, const Status& s) {
   Status shared = comm_.shared().CheckFailed();
-  if (!shared.ok()) return shared.WithContext(OpLabel());
+  if (!shared.ok()) return Status(shared.code(), OpLabel() + " failed: " + shared.message());
   int w = p.peer >= 0 ? comm_.world_rank_of(p.peer) : -1;
-  Status out = s.WithContext(OpLabel() + ": " + PeerLabel(p.peer));
+  // Transports name the peer themselves; add it only where they did not.
+  bool named = s.message().find("rank " + std::to_string(w)) != std::string::npos;
+  Status out = s.WithContext(named ? OpLabel() : OpLabel() + ": " + PeerLabel(p.peer));
   comm_.shared().Fail(out, w);
   return out;
 }
@@ -364,7 +366,7 @@ Status OpContext::Wait(Pending& p) {
       return FailureOf(p, s);
     }
     Status shared = comm_.shared().CheckFailed();
-    if (!shared.ok()) return shared.WithContext(OpLabel());
+    if (!shared.ok()) return Status(shared.code(), OpLabel() + " failed: " + shared.message());
     if (deadline_.Expired()) return DeadlineExceededError("");  // WaitAll names the peers
   }
 }
