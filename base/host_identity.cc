@@ -30,8 +30,11 @@ std::string Compute() {
     gethostname(name, sizeof(name) - 1);
     boot = name;
   }
+  // The pid namespace too: shared memory needs the same IPC namespace, and peer liveness checks
+  // (pidfd) need pids that mean the same process.
   std::string raw = boot + "/ipc:" + NamespaceInode("/proc/self/ns/ipc") +
-                    "/net:" + NamespaceInode("/proc/self/ns/net");
+                    "/net:" + NamespaceInode("/proc/self/ns/net") +
+                    "/pid:" + NamespaceInode("/proc/self/ns/pid");
   Digest256 d = Sha256Of(raw);
   return ToHex(d.data(), 8);
 }

@@ -1,5 +1,5 @@
 // Host identity: which ranks can share memory. Not the hostname (containers share names): the
-// kernel boot id combined with the IPC and network namespaces, so two containers or two
+// kernel boot id combined with the IPC, network and pid namespaces, so two containers or two
 // network-namespace test hosts on one machine count as different hosts. WEFT_HOST_ID overrides.
 #pragma once
 

@@ -175,6 +175,15 @@ std::string Communicator::AllReduceAlgorithmFor(int64_t count, DType dtype) cons
   return AllReduceAlgoName(ChooseAllReduce(in));
 }
 
+std::string Communicator::ExplainAllReduce(int64_t count, DType dtype) const {
+  TunerInput in;
+  in.bytes = static_cast<size_t>(std::max<int64_t>(count, 0)) * DTypeSize(dtype);
+  in.world_size = impl_->size();
+  in.forced = impl_->shared().options().algorithm;
+  in.rd_max_bytes = static_cast<size_t>(impl_->shared().options().rd_max_bytes);
+  return ExplainAllReduceChoice(in);
+}
+
 Status Communicator::GetAsyncError() const { return impl_->error(); }
 
 void Communicator::Abort() { impl_->Abort(); }

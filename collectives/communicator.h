@@ -108,6 +108,8 @@ class Communicator {
   std::string transport_of(int peer) const;
   // The all-reduce algorithm the tuner picks for this size ("ring", "recursive_doubling").
   std::string AllReduceAlgorithmFor(int64_t count, DType dtype) const;
+  // The same choice with its reason, for `weft bench --explain`.
+  std::string ExplainAllReduce(int64_t count, DType dtype) const;
 
   // Splits into sub-communicators: ranks with equal color form one, ordered by (key, rank).
   // color < 0 opts out (returns a null pointer). Collective over this communicator.

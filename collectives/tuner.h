@@ -19,5 +19,7 @@ struct TunerInput {
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in);
 const char* AllReduceAlgoName(AllReduceAlgo algo);
+// "recursive_doubling: 8 B <= WEFT_ALGO_RD_MAX_BYTES (65536): log2(n) latency terms win"
+std::string ExplainAllReduceChoice(const TunerInput& in);
 
 }  // namespace weft::collectives

@@ -32,6 +32,8 @@ struct BenchOptions {
   int warmup = 5;
   bool check = true;
   bool json = false;
+  bool latency = false;  // OSU style: time each iteration alone, report p50 and p99
+  bool explain = false;
 };
 
 const char* kUsage =
@@ -47,6 +49,9 @@ const char* kUsage =
     "  -n, --iters N         timed iterations per size (default 20)\n"
     "  -w, --warmup_iters N  untimed iterations per size (default 5)\n"
     "  -c, --check 0|1       verify results, counting wrong elements (default 1)\n"
+    "  --latency             OSU-style: time every iteration on its own, report p50 and p99\n"
+    "                        (time column = p50) instead of the mean of a pipelined window\n"
+    "  --explain             print the transport and algorithm chosen for each size and why\n"
     "  --json                one JSON object per size instead of the table\n";
 
 // nccl-tests' definitions: the "size" column and the bus-bandwidth factor per collective.
@@ -154,6 +159,7 @@ class Runner {
 
   struct Row {
     double us = 0;
+    double p99_us = 0;
     int64_t wrong = 0;
     bool failed = false;
     std::string error;
@@ -195,6 +201,24 @@ class Runner {
       if (!s.ok()) return Fail(s);
     }
     auto t0 = std::chrono::steady_clock::now();
+    if (o_.latency) {
+      // Each iteration alone, as OSU does; the previous iteration synchronises the ranks.
+      std::vector<double> t(o_.iters);
+      for (int i = 0; i < o_.iters; ++i) {
+        auto a = std::chrono::steady_clock::now();
+        Status s = run_once();
+        t[i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count();
+        if (!s.ok()) return Fail(s);
+      }
+      std::sort(t.begin(), t.end());
+      double local[2] = {t[t.size() / 2], t[std::min(t.size() - 1, t.size() * 99 / 100)]};
+      double worst[2] = {0, 0};
+      auto w = c_.AllReduce(local, worst, 2, DType::kFloat64, ReduceOp::kMax);
+      if (!w.ok() || !w->Wait().ok()) return Fail(w.ok() ? w->status() : w.status());
+      row.us = worst[0];
+      row.p99_us = worst[1];
+      return Check(row, run_once, fill_inputs, out, count);
+    }
     // Issue ahead of completion, as a training step would, but keep a bounded window in flight.
     constexpr size_t kWindow = 32;
     std::deque<Work> works;
@@ -219,16 +243,21 @@ class Runner {
     auto w = c_.AllReduce(&us, &max_us, 1, DType::kFloat64, ReduceOp::kMax);
     if (!w.ok() || !w->Wait().ok()) return Fail(w.ok() ? w->status() : w.status());
     row.us = max_us;
-    if (o_.check && o_.collective != "barrier") {
-      fill_inputs();
-      Status s = run_once();
-      if (!s.ok()) return Fail(s);
-      row.wrong = Verify(out, count);
-      int64_t total = 0;
-      auto w2 = c_.AllReduce(&row.wrong, &total, 1, DType::kInt64, ReduceOp::kSum);
-      if (!w2.ok() || !w2->Wait().ok()) return Fail(w2.ok() ? w2->status() : w2.status());
-      row.wrong = total;
-    }
+    return Check(row, run_once, fill_inputs, out, count);
+  }
+
+  // Runs once more on fresh inputs and counts wrong elements over all ranks.
+  template <typename Run, typename FillFn>
+  Row Check(Row row, Run& run_once, FillFn& fill_inputs, const uint8_t* out, int64_t count) {
+    if (!o_.check || o_.collective == "barrier") return row;
+    fill_inputs();
+    Status s = run_once();
+    if (!s.ok()) return Fail(s);
+    row.wrong = Verify(out, count);
+    int64_t total = 0;
+    auto w2 = c_.AllReduce(&row.wrong, &total, 1, DType::kInt64, ReduceOp::kSum);
+    if (!w2.ok() || !w2->Wait().ok()) return Fail(w2.ok() ? w2->status() : w2.status());
+    row.wrong = total;
     return row;
   }
 
@@ -298,6 +327,17 @@ class Runner {
   size_t es_;
 };
 
+// The one algorithm each non-all-reduce collective runs today.
+const char* FixedAlgorithm(const std::string& collective) {
+  if (collective == "reduce") return "binomial tree";
+  if (collective == "broadcast") return "binomial tree, pipelined chunks";
+  if (collective == "allgather" || collective == "reducescatter") return "ring, pipelined chunks";
+  if (collective == "alltoall") return "pairwise exchange";
+  if (collective == "gather" || collective == "scatter") return "linear";
+  if (collective == "barrier") return "dissemination";
+  return "direct";
+}
+
 bool ParseArgs(const std::vector<std::string>& args, BenchOptions* o, std::string* err) {
   if (args.empty()) {
     *err = "missing COLLECTIVE";
@@ -318,6 +358,10 @@ bool ParseArgs(const std::vector<std::string>& args, BenchOptions* o, std::strin
     int64_t x;
     if (a == "--json") {
       o->json = true;
+    } else if (a == "--latency") {
+      o->latency = true;
+    } else if (a == "--explain") {
+      o->explain = true;
     } else if (a == "-b" || a == "--minbytes" || a == "-e" || a == "--maxbytes") {
       if (!value(&v)) return false;
       if (!ParseBytes(v, &x)) {
@@ -411,6 +455,12 @@ int BenchCommand(const std::vector<std::string>& args) {
                 o.collective.c_str(), n, transports.empty() ? "none" : transports.c_str(),
                 std::string(DTypeName(o.dtype)).c_str(), std::string(ReduceOpName(o.op)).c_str(),
                 o.iters, o.warmup);
+    if (o.latency) {
+      std::printf("#\n# %10s %12s %8s %6s %6s %9s %9s %7s %7s %6s\n", "size", "count", "type",
+                  "redop", "root", "p50", "p99", "algbw", "busbw", "#wrong");
+      std::printf("# %10s %12s %8s %6s %6s %9s %9s %7s %7s %6s\n", "(B)", "(elements)", "", "",
+                  "", "(us)", "(us)", "(GB/s)", "(GB/s)", "");
+    } else {
     std::printf("#\n# %10s %12s %8s %6s %6s %28s %28s\n", "", "", "", "", "", "out-of-place",
                 "in-place");
     std::printf("# %10s %12s %8s %6s %6s %9s %7s %7s %6s %9s %7s %7s %6s\n", "size", "count", "type",
@@ -418,6 +468,7 @@ int BenchCommand(const std::vector<std::string>& args) {
                 "#wrong");
     std::printf("# %10s %12s %8s %6s %6s %9s %7s %7s %6s %9s %7s %7s %6s\n", "(B)", "(elements)", "",
                 "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)", "");
+    }
   }
   Runner runner(c, o, shape);
   int64_t total_wrong = 0;
@@ -437,7 +488,19 @@ int BenchCommand(const std::vector<std::string>& args) {
                             ? count * n * static_cast<int64_t>(es)
                             : count * static_cast<int64_t>(es);
     auto oop = runner.Measure(count, false);
-    auto ip = o.collective == "barrier" || o.collective == "sendrecv" || oop.failed
+    if (o.explain && lead) {
+      std::string peers;
+      for (int p = 0; p < n; ++p) {
+        if (p == c.rank()) continue;
+        peers += (peers.empty() ? "" : ", ") + std::to_string(p) + ":" + c.transport_of(p);
+      }
+      std::printf("# explain %lld B: %s; rank 0's peers (rank:transport) %s\n",
+                  static_cast<long long>(row_bytes),
+                  o.collective == "allreduce" ? c.ExplainAllReduce(count, o.dtype).c_str()
+                                              : FixedAlgorithm(o.collective),
+                  peers.empty() ? "none" : peers.c_str());
+    }
+    auto ip = o.collective == "barrier" || o.collective == "sendrecv" || oop.failed || o.latency
                   ? oop
                   : runner.Measure(count, true);
     if (oop.failed || ip.failed) {
@@ -446,13 +509,19 @@ int BenchCommand(const std::vector<std::string>& args) {
       failed = true;
     }
     if (failed) break;
-    total_wrong += oop.wrong + ip.wrong;
+    total_wrong += oop.wrong + (o.latency ? 0 : ip.wrong);
     auto algbw = [&](double us) { return us > 0 ? static_cast<double>(row_bytes) / us / 1e3 : 0.0; };
     double f = shape.busbw_factor(n);
     int root = shape.rooted ? o.root : -1;
     if (!lead) continue;
+    std::string algo = o.collective == "allreduce" ? c.AllReduceAlgorithmFor(count, o.dtype)
+                                                   : std::string(FixedAlgorithm(o.collective));
     if (o.json) {
-      std::printf("{\"collective\":\"%s\",\"ranks\":%d,\"size\":%lld,\"count\":%lld,\"type\":\"%s\","
+      std::printf("{\"lib\":\"weft\",\"algo\":\"%s\",\"mode\":\"%s\",\"p50_us\":%.3f,"
+                  "\"p99_us\":%.3f,\"busbw\":%.4f,",
+                  algo.c_str(), o.latency ? "latency" : "throughput", oop.us, oop.p99_us,
+                  algbw(oop.us) * f);
+      std::printf("\"collective\":\"%s\",\"ranks\":%d,\"size\":%lld,\"count\":%lld,\"type\":\"%s\","
                   "\"redop\":\"%s\",\"root\":%d,\"oop_us\":%.3f,\"oop_algbw\":%.4f,\"oop_busbw\":%.4f,"
                   "\"oop_wrong\":%lld,\"ip_us\":%.3f,\"ip_algbw\":%.4f,\"ip_busbw\":%.4f,\"ip_wrong\":%lld}\n",
                   o.collective.c_str(), n, static_cast<long long>(row_bytes), static_cast<long long>(count),
@@ -460,6 +529,12 @@ int BenchCommand(const std::vector<std::string>& args) {
                   shape.reduces ? std::string(ReduceOpName(o.op)).c_str() : "none", root, oop.us,
                   algbw(oop.us), algbw(oop.us) * f, static_cast<long long>(oop.wrong), ip.us,
                   algbw(ip.us), algbw(ip.us) * f, static_cast<long long>(ip.wrong));
+    } else if (o.latency) {
+      std::printf("  %10lld %12lld %8s %6s %6d %9.2f %9.2f %7.3f %7.3f %6lld\n",
+                  static_cast<long long>(row_bytes), static_cast<long long>(count),
+                  std::string(DTypeName(o.dtype)).c_str(),
+                  shape.reduces ? std::string(ReduceOpName(o.op)).c_str() : "none", root, oop.us,
+                  oop.p99_us, algbw(oop.us), algbw(oop.us) * f, static_cast<long long>(oop.wrong));
     } else {
       std::printf("  %10lld %12lld %8s %6s %6d %9.2f %7.3f %7.3f %6lld %9.2f %7.3f %7.3f %6lld\n",
                   static_cast<long long>(row_bytes), static_cast<long long>(count),

@@ -30,6 +30,9 @@ WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",
               "per-job secret authenticating every connection (set by launchers; else made by "
               "rank 0 and shared through the store)");
 
+WEFT_ENV_KNOB(kProgressPollKnob, "WEFT_PROGRESS_POLL_US", "200",
+              "how often a communicator's worker looks for operations nobody is waiting on");
+
 constexpr int kSliceMs = 50;
 
 std::vector<std::string> SplitList(const std::string& s) {
@@ -422,23 +425,30 @@ Status WorkState::status() const {
 }
 
 Status WorkState::Wait(Deadline deadline) {
-  if (!done()) {
-    if (auto c = comm.lock()) c->TryRunInline(this);
-  }
+  auto c = comm.lock();
+  if (!done() && c) c->TryRunInline(this);
   // Spin briefly: most small collectives finish within microseconds of the wait.
   for (int i = 0; i < 2000 && !done(); ++i) {
 #if defined(__x86_64__)
     __builtin_ia32_pause();
 #endif
   }
+  // Then sleep, waking now and then to run this operation if the thread that was running an
+  // earlier one has finished it without starting ours.
+  auto nap = std::chrono::microseconds(50);
   std::unique_lock<std::mutex> lock(mu_);
   while (!done_.load(std::memory_order_acquire)) {
     if (deadline.Expired()) {
       return DeadlineExceededError(std::string(name) + " #" + std::to_string(seq) +
                                    " still running at the caller's deadline");
     }
-    cv_.wait_until(lock, deadline.infinite() ? Clock::now() + std::chrono::seconds(1)
-                                             : deadline.when());
+    cv_.wait_until(lock, std::min(deadline.when(), Clock::now() + nap));
+    nap = std::min(nap * 2, std::chrono::microseconds(20000));
+    if (c && !done_.load(std::memory_order_acquire)) {
+      lock.unlock();
+      c->TryRunInline(this);
+      lock.lock();
+    }
   }
   return status_;
 }
@@ -498,9 +508,11 @@ Result<Work> CommImpl::Issue(const char* name, bool collective, WorkState::Fn fn
       group_ops_.push_back(state);
       return Work(state);
     }
+    state->queued_at = Clock::now();
     queue_.push_back(state);
   }
-  cv_.notify_one();
+  // No wake-up here: a caller that waits runs the operation itself (no thread hand-off on the
+  // latency path); the worker polls and starts operations nobody waits for (overlap).
   return Work(state);
 }
 
@@ -572,38 +584,47 @@ void CommImpl::Execute(const std::shared_ptr<WorkState>& state) {
 }
 
 void CommImpl::TryRunInline(WorkState* state) {
-  std::shared_ptr<WorkState> mine;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (running_ || queue_.empty() || queue_.front().get() != state) return;
-    mine = queue_.front();
-    queue_.pop_front();
-    running_ = true;
+  // Runs queued operations in order, up to and including `state`, unless another thread is
+  // already running one (then the caller waits for it).
+  while (!state->done()) {
+    std::shared_ptr<WorkState> next;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (running_ || queue_.empty()) return;
+      next = queue_.front();
+      queue_.pop_front();
+      running_ = true;
+    }
+    Execute(next);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ = false;
+    }
+    if (next.get() == state) return;
   }
-  Execute(mine);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_ = false;
-  }
-  cv_.notify_all();
 }
 
 void CommImpl::WorkerLoop() {
+  const auto poll = std::chrono::microseconds(kProgressPollKnob.GetInt());
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    cv_.wait(lock, [&] { return (stop_ && !running_) || (!queue_.empty() && !running_); });
-    if (queue_.empty()) {
-      if (stop_) return;
+    if (stop_ && queue_.empty() && !running_) return;
+    if (!running_ && !queue_.empty() &&
+        (stop_ || Clock::now() - queue_.front()->queued_at >= poll)) {
+      auto state = queue_.front();
+      queue_.pop_front();
+      running_ = true;
+      lock.unlock();
+      Execute(state);
+      lock.lock();
+      running_ = false;
       continue;
     }
-    auto state = queue_.front();
-    queue_.pop_front();
-    running_ = true;
-    lock.unlock();
-    Execute(state);
-    lock.lock();
-    running_ = false;
-    cv_.notify_all();
+    if (queue_.empty() && !stop_) {
+      cv_.wait_for(lock, poll);
+    } else {
+      cv_.wait_until(lock, queue_.empty() ? Clock::now() + poll : queue_.front()->queued_at + poll);
+    }
   }
 }
 

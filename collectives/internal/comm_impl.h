@@ -156,6 +156,7 @@ class WorkState {
   const char* name;
   uint32_t seq;
   Fn fn;
+  Clock::time_point queued_at;
   std::weak_ptr<CommImpl> comm;
   // Set for send/recv: a group posts these first and waits on them last.
   std::optional<P2POp> p2p;

@@ -1,9 +1,839 @@
+// The TCP transport: listener, connection setup with the job-secret handshake, and the progress
+// thread. Data-path state per peer lives in tcp_peer.cc.
+//
+// Connection setup. Of each pair the lower rank dials the higher one, `sockets` times. Each
+// connection runs the handshake of base/auth_handshake.h; the client's hello is
+//   "weft-tcp/1\njob=<job_id>\nrank=<r>\nworld=<n>\nsocket=<i>\nsockets=<k>"
+// and after its proof the server sends one more byte: 0 = accepted, else why it refused (wrong
+// job, unexpected rank, bad socket index, too late), so the dialer can report the reason instead
+// of a bare EOF. The server side runs inside the progress thread's event loop, so a silent or
+// hostile client never holds up the job; connections that finish before this rank's Connect() are
+// parked until it names its peers.
 #include "transport/tcp/tcp_transport.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "base/auth_handshake.h"
+#include "base/env.h"
+#include "base/logging.h"
+#include "base/socket_util.h"
+#include "transport/tcp/tcp_peer.h"
+
 namespace weft::transport::tcp {
+namespace {
+
+WEFT_ENV_KNOB(kSocketsKnob, "WEFT_TCP_SOCKETS", "2",
+              "TCP transport sockets per peer pair, 1..64 (TransportConfig overrides)");
+WEFT_ENV_KNOB(kChunkKnob, "WEFT_TCP_CHUNK_BYTES", "512K",
+              "TCP transport chunk: messages are cut into chunks of this size, 1K..1G, striped "
+              "over a pair's sockets (TransportConfig overrides)");
+WEFT_ENV_KNOB(kBufferKnob, "WEFT_TCP_BUFFER_BYTES", "0",
+              "SO_SNDBUF/SO_RCVBUF of TCP transport sockets; 0 keeps the OS default");
+WEFT_ENV_KNOB(kHandshakeTimeoutKnob, "WEFT_TCP_HANDSHAKE_TIMEOUT_MS", "5000",
+              "time an accepted TCP transport connection has to authenticate before it is refused");
+WEFT_ENV_KNOB(kIfnameKnob, "WEFT_TCP_IFNAME", "",
+              "interface name prefix whose IPv4 address the TCP transport publishes when no "
+              "listen host is configured (default: the first up, non-loopback one)");
+
+constexpr size_t kMaxPendingHandshakes = 256;
+constexpr int kMaxSocketsPerPeer = 64;
+constexpr int64_t kMinChunkBytes = 1 << 10;
+constexpr int64_t kMaxChunkBytes = 1 << 30;
+
+enum AckCode : uint8_t {
+  kAccepted = 0,
+  kRefusedJob = 1,
+  kRefusedRank = 2,
+  kRefusedSocket = 3,
+  kRefusedLate = 4,
+  kRefusedHello = 5,
+};
+
+std::string AckText(uint8_t code) {
+  switch (code) {
+    case kRefusedJob:
+      return "it belongs to another job (job_id differs)";
+    case kRefusedRank:
+      return "it does not expect a connection from this rank (rank or world size differs)";
+    case kRefusedSocket:
+      return "bad or duplicate socket index (sockets per peer differ?)";
+    case kRefusedLate:
+      return "it has finished or aborted its Connect()";
+    case kRefusedHello:
+      return "malformed hello";
+    default:
+      return "unknown refusal code " + std::to_string(code);
+  }
+}
+
+struct Hello {
+  std::string job;
+  int64_t rank = -1;
+  int64_t world = -1;
+  int64_t socket = -1;
+  int64_t sockets = -1;
+};
+
+constexpr std::string_view kHelloMagic = "weft-tcp/1";
+
+std::string EncodeHello(const Hello& h) {
+  return std::string(kHelloMagic) + "\njob=" + h.job + "\nrank=" + std::to_string(h.rank) +
+         "\nworld=" + std::to_string(h.world) + "\nsocket=" + std::to_string(h.socket) +
+         "\nsockets=" + std::to_string(h.sockets);
+}
+
+Result<Hello> ParseHello(std::string_view text) {
+  Hello h;
+  bool first = true;
+  int fields = 0;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (first) {
+      if (line != kHelloMagic) return InvalidArgumentError("not a weft-tcp/1 hello");
+      first = false;
+      continue;
+    }
+    size_t eq = line.find('=');
+    if (eq == std::string_view::npos) return InvalidArgumentError("malformed hello line");
+    std::string_view key = line.substr(0, eq), value = line.substr(eq + 1);
+    int64_t* num = key == "rank"      ? &h.rank
+                   : key == "world"   ? &h.world
+                   : key == "socket"  ? &h.socket
+                   : key == "sockets" ? &h.sockets
+                                      : nullptr;
+    if (key == "job") {
+      h.job = std::string(value);
+    } else if (num == nullptr || !ParseInt(value, num)) {
+      return InvalidArgumentError("malformed hello field '" + std::string(key) + "'");
+    }
+    ++fields;
+  }
+  if (first || fields != 5) return InvalidArgumentError("incomplete hello");
+  return h;
+}
+
+// The first IPv4 address of an up interface: one whose name starts with `prefix` if given, else
+// any non-loopback one, else 127.0.0.1.
+Result<std::string> DefaultIPv4Address(const std::string& prefix) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return ErrnoError("getifaddrs", errno);
+  std::string found;
+  for (ifaddrs* ifa = list; ifa != nullptr && found.empty(); ifa = ifa->ifa_next) {
+    if (ifa->ifa_addr == nullptr || ifa->ifa_addr->sa_family != AF_INET) continue;
+    if (!(ifa->ifa_flags & IFF_UP)) continue;
+    if (prefix.empty() ? (ifa->ifa_flags & IFF_LOOPBACK) != 0
+                       : std::string_view(ifa->ifa_name).substr(0, prefix.size()) != prefix) {
+      continue;
+    }
+    char buf[INET_ADDRSTRLEN] = {0};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ifa->ifa_addr)->sin_addr, buf, sizeof(buf));
+    found = buf;
+  }
+  freeifaddrs(list);
+  if (!found.empty()) return found;
+  if (!prefix.empty()) {
+    return NotFoundError("no up IPv4 interface matches WEFT_TCP_IFNAME='" + prefix + "'");
+  }
+  return std::string("127.0.0.1");
+}
+
+std::string RemoteAddressOf(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return "?";
+  char buf[INET6_ADDRSTRLEN] = {0};
+  int port = 0;
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
+    port = ntohs(a->sin6_port);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
+    port = ntohs(a->sin_port);
+  }
+  return HostPort{buf, port}.ToString();
+}
+
+// Sends a few bytes that must fit an empty socket buffer at once (greeting, handshake reply).
+bool SendSmall(int fd, const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+void SetBufferSizes(int fd, int64_t bytes) {
+  if (bytes <= 0) return;
+  int b = static_cast<int>(std::min<int64_t>(bytes, 1 << 30));
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof(b));
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
+}
+
+// An accepted connection that has not finished the handshake. Owned by the progress thread.
+struct HandshakeConn : PollTarget {
+  HandshakeConn(UniqueFd f, std::string secret, Clock::time_point d, std::string from_addr)
+      : PollTarget(Kind::kHandshake),
+        fd(std::move(f)),
+        hs(std::move(secret)),
+        deadline(d),
+        from(std::move(from_addr)) {}
+  UniqueFd fd;
+  ServerHandshakeState hs;
+  std::string in;
+  Clock::time_point deadline;
+  std::string from;
+};
+
+// An authenticated socket from a lower rank that arrived before this rank's Connect().
+struct ParkedSocket {
+  int rank;
+  int index;
+  UniqueFd fd;
+};
+
+struct Settings {
+  int sockets_per_peer;
+  size_t chunk_bytes;
+  int64_t buffer_bytes;
+  std::chrono::milliseconds handshake_timeout;
+};
+
+class TcpTransportImpl final : public TcpTransport, public PeerScheduler {
+ public:
+  TcpTransportImpl(const TransportConfig& config, const Settings& settings)
+      : config_(config), settings_(settings) {}
+  ~TcpTransportImpl() override;
+
+  Status Init();
+
+  std::string_view name() const override { return "tcp"; }
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.host_memory = true;
+    c.progress = ProgressModel::kBackgroundThread;
+    return c;
+  }
+  Result<std::string> Listen() override;
+  bool CanConnect(const PeerInfo& /*self*/, const PeerInfo& peer) const override {
+    return !peer.address.empty();
+  }
+  Result<std::vector<std::unique_ptr<Endpoint>>> Connect(const std::vector<PeerInfo>& peers,
+                                                         Deadline deadline) override;
+  void Abort(const Status& why) override;
+  int64_t refused_connections() const override { return refused_.load(); }
+
+  void Schedule(TcpPeer* peer) override;
+
+ private:
+  Status StartThreadLocked();
+  Result<UniqueFd> Dial(const PeerInfo& peer, int index, Deadline deadline);
+  void Wake();
+  // Progress thread.
+  void Run();
+  void Activate(TcpPeer* peer);
+  void TakeKicked();
+  void AcceptAll();
+  void OnHandshake(HandshakeConn* conn);
+  void Admit(HandshakeConn* conn);
+  void Refuse(HandshakeConn* conn, const std::string& why);
+  void Drop(HandshakeConn* conn);
+  void SweepHandshakes();
+  int NextTimeoutMs() const;
+
+  const TransportConfig config_;
+  const Settings settings_;
+  std::string who_;  // "tcp rank 3", for log lines
+
+  PollTarget wake_target_{PollTarget::Kind::kWake};
+  PollTarget listen_target_{PollTarget::Kind::kListener};
+  UniqueFd epoll_fd_;
+  UniqueFd wake_fd_;
+  UniqueFd listen_fd_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> refused_{0};
+
+  std::mutex mu_;  // guards what follows, up to kick_mu_; taken before any peer's lock
+  std::condition_variable cv_;
+  std::string address_;
+  bool thread_started_ = false;
+  bool connect_started_ = false;
+  bool connect_done_ = false;
+  Status aborted_;
+  std::vector<std::shared_ptr<TcpPeer>> peers_;  // shared only with waiters' weak refs
+  std::map<int, TcpPeer*> inbound_;  // lower ranks expected to dial, while Connect() runs
+  int inbound_missing_ = 0;
+  std::vector<ParkedSocket> parked_;
+
+  std::mutex kick_mu_;  // a leaf lock: guards kicked_ and TcpPeer::kick_pending
+  std::vector<TcpPeer*> kicked_;
+
+  // Progress thread only.
+  std::list<std::unique_ptr<HandshakeConn>> handshakes_;
+  std::vector<TcpPeer*> active_;
+};
+
+Status TcpTransportImpl::Init() {
+  who_ = "tcp rank " + std::to_string(config_.rank);
+  epoll_fd_.Reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd_.valid()) return ErrnoError("epoll_create1", errno);
+  wake_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_fd_.valid()) return ErrnoError("eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = &wake_target_;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev) < 0) {
+    return ErrnoError("epoll_ctl(ADD eventfd)", errno);
+  }
+  return Status::Ok();
+}
+
+TcpTransportImpl::~TcpTransportImpl() {
+  stop_.store(true);
+  Wake();
+  if (thread_.joinable()) thread_.join();
+  handshakes_.clear();
+  for (auto& p : peers_) {
+    p->Abort(CancelledError("the tcp transport of rank " + std::to_string(config_.rank) +
+                            " was destroyed"));
+  }
+  peers_.clear();
+}
+
+void TcpTransportImpl::Wake() {
+  uint64_t one = 1;
+  ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  (void)ignored;  // the counter cannot overflow in practice; a full one still wakes the loop
+}
+
+Status TcpTransportImpl::StartThreadLocked() {
+  if (thread_started_) return Status::Ok();
+  thread_started_ = true;
+  thread_ = std::thread([this] { Run(); });
+  return Status::Ok();
+}
+
+Result<std::string> TcpTransportImpl::Listen() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!aborted_.ok()) return aborted_;
+  if (!address_.empty()) return address_;
+  if (connect_started_) return FailedPreconditionError(who_ + ": Listen() must precede Connect()");
+  const std::string& host = config_.listen_host;
+  bool any = host.empty() || host == "0.0.0.0";
+  auto listener = ListenTcp(any ? "0.0.0.0" : host, 0);
+  if (!listener.ok()) return listener.status().WithContext(who_ + ": cannot listen");
+  std::string publish = host;
+  if (any) {
+    auto addr = DefaultIPv4Address(kIfnameKnob.Get());
+    if (!addr.ok()) return addr.status().WithContext(who_);
+    publish = *addr;
+  }
+  // Accepted sockets inherit the buffer sizes, in time for the window scale negotiation.
+  SetBufferSizes(listener->fd.get(), settings_.buffer_bytes);
+  listen_fd_ = std::move(listener->fd);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;  // edge-triggered: running out of fds must not spin the loop
+  ev.data.ptr = &listen_target_;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, listen_fd_.get(), &ev) < 0) {
+    int err = errno;
+    listen_fd_.Reset();
+    return ErrnoError("epoll_ctl(ADD listener)", err);
+  }
+  WEFT_RETURN_IF_ERROR(StartThreadLocked());
+  address_ = HostPort{publish, listener->port}.ToString();
+  WEFT_LOG(INFO) << who_ << ": listening on " << address_;
+  return address_;
+}
+
+Result<UniqueFd> TcpTransportImpl::Dial(const PeerInfo& peer, int index, Deadline deadline) {
+  std::string what = "rank " + std::to_string(peer.rank) + " (tcp " + peer.address + ")";
+  WEFT_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(peer.address));
+  auto fd = ConnectTcp(hp, deadline);
+  if (!fd.ok()) return fd.status();
+  SetBufferSizes(fd->get(), settings_.buffer_bytes);
+  Hello hello;
+  hello.job = config_.job_id;
+  hello.rank = config_.rank;
+  hello.world = config_.world_size;
+  hello.socket = index;
+  hello.sockets = settings_.sockets_per_peer;
+  Status s = ClientHandshake(fd->get(), config_.secret, EncodeHello(hello), deadline);
+  if (!s.ok()) return s.WithContext("handshake with " + what);
+  uint8_t ack = 0;
+  s = ReadFull(fd->get(), &ack, 1, deadline);
+  if (!s.ok()) return s.WithContext("handshake with " + what);
+  if (ack != kAccepted) {
+    return FailedPreconditionError(what + " refused socket " + std::to_string(index) + ": " +
+                                   AckText(ack));
+  }
+  return fd;
+}
+
+Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
+    const std::vector<PeerInfo>& peers, Deadline deadline) {
+  const int self = config_.rank;
+  const int sockets = settings_.sockets_per_peer;
+  std::set<int> seen;
+  bool need_inbound = false;
+  for (const PeerInfo& p : peers) {
+    if (p.rank < 0 || p.rank >= config_.world_size || p.rank == self) {
+      return InvalidArgumentError(who_ + ": Connect() with peer rank " + std::to_string(p.rank) +
+                                  " in a world of " + std::to_string(config_.world_size));
+    }
+    if (!seen.insert(p.rank).second) {
+      return InvalidArgumentError(who_ + ": Connect() lists rank " + std::to_string(p.rank) +
+                                  " twice");
+    }
+    if (p.rank > self) {
+      auto hp = ParseHostPort(p.address);
+      if (!hp.ok()) return hp.status().WithContext(who_ + ": rank " + std::to_string(p.rank));
+    } else {
+      need_inbound = true;
+    }
+  }
+
+  std::vector<TcpPeer*> mine;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!aborted_.ok()) return aborted_;
+    if (connect_started_) {
+      return FailedPreconditionError(who_ + ": Connect() may be called once per transport");
+    }
+    if (need_inbound && !listen_fd_.valid()) {
+      return FailedPreconditionError(who_ +
+                                     ": Listen() must precede Connect() (lower ranks dial "
+                                     "this one)");
+    }
+    connect_started_ = true;
+    WEFT_RETURN_IF_ERROR(StartThreadLocked());
+    for (const PeerInfo& p : peers) {
+      TcpPeer::Options o;
+      o.self_rank = self;
+      o.rank = p.rank;
+      o.address = p.address;
+      o.num_sockets = sockets;
+      o.chunk_bytes = settings_.chunk_bytes;
+      o.socket_buffer_bytes = settings_.buffer_bytes;
+      o.epoll_fd = epoll_fd_.get();
+      o.scheduler = this;
+      peers_.push_back(std::make_shared<TcpPeer>(std::move(o)));
+      mine.push_back(peers_.back().get());
+      if (p.rank < self) {
+        inbound_[p.rank] = mine.back();
+        inbound_missing_ += sockets;
+      }
+    }
+    for (ParkedSocket& ps : parked_) {
+      auto it = inbound_.find(ps.rank);
+      Status s = it == inbound_.end() ? InvalidArgumentError("rank " + std::to_string(ps.rank) +
+                                                             " is not among this Connect()'s peers")
+                                      : it->second->AttachSocket(ps.index, std::move(ps.fd));
+      if (s.ok()) {
+        --inbound_missing_;
+      } else {
+        ++refused_;
+        WEFT_LOG(WARN) << who_ << ": refused a parked connection: " << s.message();
+      }
+    }
+    parked_.clear();
+  }
+
+  // Dial the higher ranks from this thread while the progress thread accepts the lower ones.
+  std::map<int, Status> failures;
+  for (size_t i = 0; i < peers.size(); ++i) {
+    if (peers[i].rank < self) continue;
+    for (int index = 0; index < sockets; ++index) {
+      auto fd = Dial(peers[i], index, deadline);
+      Status s = fd.ok() ? mine[i]->AttachSocket(index, std::move(*fd)) : fd.status();
+      if (!s.ok()) {
+        failures.emplace(peers[i].rank, s);
+        break;
+      }
+    }
+  }
+
+  Status aborted;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (inbound_missing_ > 0 && aborted_.ok() && !deadline.Expired()) {
+      cv_.wait_for(lock, std::min<std::chrono::nanoseconds>(deadline.Remaining(),
+                                                            std::chrono::milliseconds(100)));
+    }
+    connect_done_ = true;  // from now on the listener refuses everything
+    for (auto& [rank, peer] : inbound_) {
+      int attached = 0;
+      for (int index = 0; index < sockets; ++index) attached += peer->SocketAttached(index);
+      if (attached < sockets) {
+        failures.emplace(rank, DeadlineExceededError(std::to_string(attached) + " of " +
+                                                     std::to_string(sockets) +
+                                                     " sockets arrived before the deadline"));
+      }
+    }
+    inbound_.clear();
+    inbound_missing_ = 0;
+    aborted = aborted_;
+  }
+  if (!aborted.ok()) return aborted;
+  if (!failures.empty()) {
+    std::string ranks, details;
+    StatusCode code = StatusCode::kDeadlineExceeded;
+    for (auto& [rank, s] : failures) {
+      ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
+      details +=
+          (details.empty() ? "rank " : "; rank ") + std::to_string(rank) + ": " + s.message();
+      if (s.code() != StatusCode::kDeadlineExceeded && code == StatusCode::kDeadlineExceeded) {
+        code = s.code();
+      }
+    }
+    Status err(code, who_ + ": Connect() failed; " + (failures.size() == 1 ? "rank " : "ranks ") +
+                         ranks + " did not connect (" + details + ")");
+    for (TcpPeer* p : mine) p->Abort(err);
+    return err;
+  }
+  std::vector<std::unique_ptr<Endpoint>> endpoints;
+  endpoints.reserve(mine.size());
+  for (TcpPeer* p : mine) endpoints.push_back(std::make_unique<TcpEndpoint>(p));
+  WEFT_LOG(INFO) << who_ << ": connected to " << mine.size() << " peers, " << sockets
+                 << " sockets each";
+  return endpoints;
+}
+
+void TcpTransportImpl::Abort(const Status& why) {
+  Status s = why.ok() ? AbortedError(who_ + " aborted") : why;
+  std::vector<TcpPeer*> peers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (aborted_.ok()) aborted_ = s;
+    for (auto& p : peers_) peers.push_back(p.get());
+    parked_.clear();
+    cv_.notify_all();
+  }
+  for (TcpPeer* p : peers) p->Abort(s);
+}
+
+void TcpTransportImpl::Schedule(TcpPeer* peer) {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(kick_mu_);
+    if (peer->kick_pending) return;
+    peer->kick_pending = true;
+    wake = kicked_.empty();
+    kicked_.push_back(peer);
+  }
+  if (wake) Wake();
+}
+
+// ---- Progress thread ---------------------------------------------------------------------------
+
+void TcpTransportImpl::Run() {
+  constexpr int kMaxEvents = 128;
+  epoll_event events[kMaxEvents];
+  while (!stop_.load()) {
+    int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, NextTimeoutMs());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Status s = ErrnoError(who_ + ": epoll_wait", errno);
+      WEFT_LOG(ERROR) << s.message() << "; failing all tcp requests";
+      Abort(s);
+      return;
+    }
+    for (int i = 0; i < n; ++i) {
+      auto* target = static_cast<PollTarget*>(events[i].data.ptr);
+      switch (target->kind) {
+        case PollTarget::Kind::kWake:
+          TakeKicked();
+          break;
+        case PollTarget::Kind::kListener:
+          AcceptAll();
+          break;
+        case PollTarget::Kind::kHandshake:
+          OnHandshake(static_cast<HandshakeConn*>(target));
+          break;
+        case PollTarget::Kind::kSocket: {
+          auto* s = static_cast<PeerSocket*>(target);
+          s->peer->MarkReady(s, events[i].events);
+          Activate(s->peer);
+          break;
+        }
+      }
+    }
+    // Peers with more to do than one pass allows stay active and are served round-robin, so one
+    // busy pair does not starve the others.
+    for (size_t j = 0; j < active_.size();) {
+      TcpPeer* p = active_[j];
+      if (p->Service()) {
+        ++j;
+      } else {
+        p->active = false;
+        active_[j] = active_.back();
+        active_.pop_back();
+      }
+    }
+    SweepHandshakes();
+  }
+}
+
+int TcpTransportImpl::NextTimeoutMs() const {
+  if (!active_.empty()) return 0;
+  if (handshakes_.empty()) return -1;
+  auto earliest = Clock::time_point::max();
+  for (auto& c : handshakes_) earliest = std::min(earliest, c->deadline);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(earliest - Clock::now()).count();
+  return static_cast<int>(std::clamp<int64_t>(ms + 1, 0, 1000));
+}
+
+void TcpTransportImpl::Activate(TcpPeer* peer) {
+  if (peer->active) return;
+  peer->active = true;
+  active_.push_back(peer);
+}
+
+void TcpTransportImpl::TakeKicked() {
+  uint64_t count;
+  ssize_t ignored = read(wake_fd_.get(), &count, sizeof(count));
+  (void)ignored;
+  std::vector<TcpPeer*> kicked;
+  {
+    std::lock_guard<std::mutex> lock(kick_mu_);
+    kicked.swap(kicked_);
+    for (TcpPeer* p : kicked) p->kick_pending = false;
+  }
+  for (TcpPeer* p : kicked) Activate(p);
+}
+
+void TcpTransportImpl::AcceptAll() {
+  while (true) {
+    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        WEFT_LOG(WARN) << who_ << ": accept failed: " << std::strerror(errno);
+      }
+      return;
+    }
+    UniqueFd conn(fd);
+    std::string from = RemoteAddressOf(fd);
+    if (handshakes_.size() >= kMaxPendingHandshakes) {
+      ++refused_;
+      WEFT_LOG(WARN) << who_ << ": refused a connection from " << from << ": "
+                     << kMaxPendingHandshakes << " connections are already authenticating";
+      continue;
+    }
+    auto hc = std::make_unique<HandshakeConn>(std::move(conn), config_.secret,
+                                              Clock::now() + settings_.handshake_timeout, from);
+    if (!hc->hs.Start().ok() || !SendSmall(hc->fd.get(), hc->hs.greeting())) {
+      ++refused_;
+      WEFT_LOG(WARN) << who_ << ": refused a connection from " << from
+                     << ": could not send the greeting";
+      continue;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.ptr = static_cast<PollTarget*>(hc.get());
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, hc->fd.get(), &ev) < 0) {
+      ++refused_;
+      WEFT_LOG(WARN) << who_ << ": refused a connection from " << from << ": "
+                     << std::strerror(errno);
+      continue;
+    }
+    handshakes_.push_back(std::move(hc));
+  }
+}
+
+void TcpTransportImpl::OnHandshake(HandshakeConn* conn) {
+  char buf[1024];
+  while (true) {
+    ssize_t n = recv(conn->fd.get(), buf, sizeof(buf), 0);
+    if (n > 0) {
+      conn->in.append(buf, static_cast<size_t>(n));
+      if (conn->in.size() > kMaxHelloBytes + 256) {
+        return Refuse(conn, "it sent more bytes than a handshake holds");
+      }
+      continue;
+    }
+    if (n == 0) return Refuse(conn, "it closed the connection during the handshake");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    return Refuse(conn, std::strerror(errno));
+  }
+  auto done = conn->hs.Consume(conn->in);
+  if (!done.ok()) return Refuse(conn, done.status().message());
+  if (!*done) return;
+  // The client waits for our reply before it sends data, so anything more is not ours.
+  if (!conn->in.empty()) return Refuse(conn, "it sent data before the handshake finished");
+  Admit(conn);
+}
+
+void TcpTransportImpl::Admit(HandshakeConn* conn) {
+  uint8_t code = kAccepted;
+  std::string why;
+  auto parsed = ParseHello(conn->hs.hello());
+  Hello h;
+  if (!parsed.ok()) {
+    code = kRefusedHello;
+    why = parsed.status().message();
+  } else {
+    h = *parsed;
+    if (h.job != config_.job_id) {
+      code = kRefusedJob;
+      why = "it belongs to job '" + h.job + "', not '" + config_.job_id + "'";
+    } else if (h.world != config_.world_size || h.rank < 0 || h.rank >= config_.rank) {
+      code = kRefusedRank;
+      why = "rank " + std::to_string(h.rank) + " of " + std::to_string(h.world) +
+            " does not dial rank " + std::to_string(config_.rank) + " of " +
+            std::to_string(config_.world_size) + " (the lower rank of a pair dials)";
+    } else if (h.sockets != settings_.sockets_per_peer || h.socket < 0 || h.socket >= h.sockets) {
+      code = kRefusedSocket;
+      why = "socket " + std::to_string(h.socket) + " of " + std::to_string(h.sockets) +
+            " from rank " + std::to_string(h.rank) + ", but this rank uses " +
+            std::to_string(settings_.sockets_per_peer) + " per peer";
+    }
+  }
+  const int rank = static_cast<int>(h.rank);
+  const int index = static_cast<int>(h.socket);
+  std::unique_lock<std::mutex> lock(mu_);
+  TcpPeer* peer = nullptr;
+  if (code == kAccepted) {
+    if (!aborted_.ok() || connect_done_) {
+      code = kRefusedLate;
+      why = "rank " + std::to_string(rank) + " connected after Connect() finished or aborted";
+    } else if (connect_started_) {
+      auto it = inbound_.find(rank);
+      if (it == inbound_.end()) {
+        code = kRefusedRank;
+        why = "rank " + std::to_string(rank) + " is not among this Connect()'s peers";
+      } else if (it->second->SocketAttached(index)) {
+        code = kRefusedSocket;
+        why = "duplicate socket " + std::to_string(index) + " from rank " + std::to_string(rank);
+      } else {
+        peer = it->second;
+      }
+    } else {
+      for (const ParkedSocket& ps : parked_) {
+        if (ps.rank == rank && ps.index == index) {
+          code = kRefusedSocket;
+          why = "duplicate socket " + std::to_string(index) + " from rank " + std::to_string(rank);
+        }
+      }
+    }
+  }
+  // The proof that we know the secret, then whether we take the connection: a refused dialer
+  // learns why instead of seeing a bare close.
+  std::string reply = conn->hs.reply();
+  reply.push_back(static_cast<char>(code));
+  bool sent = SendSmall(conn->fd.get(), reply);
+  if (code == kAccepted && !sent) why = "could not send the handshake reply";
+  if (code != kAccepted || !sent) {
+    lock.unlock();
+    return Refuse(conn, why);
+  }
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, conn->fd.get(), nullptr);
+  UniqueFd fd = std::move(conn->fd);
+  std::string from = conn->from;
+  Drop(conn);
+  if (peer == nullptr) {
+    parked_.push_back(ParkedSocket{rank, index, std::move(fd)});
+    return;
+  }
+  Status s = peer->AttachSocket(index, std::move(fd));
+  if (s.ok()) {
+    if (--inbound_missing_ == 0) cv_.notify_all();
+  } else {
+    ++refused_;
+    WEFT_LOG(WARN) << who_ << ": refused a connection from " << from << ": " << s.message();
+  }
+}
+
+void TcpTransportImpl::Refuse(HandshakeConn* conn, const std::string& why) {
+  ++refused_;
+  WEFT_LOG(WARN) << who_ << ": refused a connection from " << conn->from << ": " << why;
+  Drop(conn);
+}
+
+void TcpTransportImpl::Drop(HandshakeConn* conn) {
+  if (conn->fd.valid()) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, conn->fd.get(), nullptr);
+  handshakes_.remove_if([conn](const auto& c) { return c.get() == conn; });
+}
+
+void TcpTransportImpl::SweepHandshakes() {
+  if (handshakes_.empty()) return;
+  auto now = Clock::now();
+  std::vector<HandshakeConn*> expired;
+  for (auto& c : handshakes_) {
+    if (c->deadline <= now) expired.push_back(c.get());
+  }
+  for (HandshakeConn* c : expired) {
+    Refuse(c, "no handshake within " + std::to_string(settings_.handshake_timeout.count()) + " ms");
+  }
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Transport>> CreateTcpTransport(const TransportConfig& config) {
-  return UnimplementedError("tcp transport is being written");
+  return CreateTcpTransport(config, TcpTransportOptions{});
+}
+
+Result<std::unique_ptr<Transport>> CreateTcpTransport(const TransportConfig& config,
+                                                      const TcpTransportOptions& options) {
+  if (config.world_size < 1 || config.rank < 0 || config.rank >= config.world_size) {
+    return InvalidArgumentError("tcp transport: rank " + std::to_string(config.rank) +
+                                " in a world of " + std::to_string(config.world_size));
+  }
+  if (config.tcp_sockets_per_peer < 0 || config.tcp_sockets_per_peer > kMaxSocketsPerPeer) {
+    return InvalidArgumentError("tcp transport: " + std::to_string(config.tcp_sockets_per_peer) +
+                                " sockets per peer (1.." + std::to_string(kMaxSocketsPerPeer) +
+                                ")");
+  }
+  if (config.secret.empty()) {
+    WEFT_LOG(WARN) << "tcp rank " << config.rank
+                   << ": no job secret configured; any local process can join the job";
+  }
+  Settings s;
+  s.sockets_per_peer =
+      config.tcp_sockets_per_peer > 0
+          ? config.tcp_sockets_per_peer
+          : static_cast<int>(std::clamp<int64_t>(kSocketsKnob.GetInt(), 1, kMaxSocketsPerPeer));
+  int64_t chunk = config.tcp_chunk_bytes > 0 ? static_cast<int64_t>(config.tcp_chunk_bytes)
+                                             : kChunkKnob.GetBytes();
+  s.chunk_bytes = static_cast<size_t>(std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes));
+  s.buffer_bytes =
+      options.socket_buffer_bytes > 0 ? options.socket_buffer_bytes : kBufferKnob.GetBytes();
+  s.handshake_timeout =
+      options.handshake_timeout.count() > 0
+          ? options.handshake_timeout
+          : std::chrono::milliseconds(std::max<int64_t>(1, kHandshakeTimeoutKnob.GetInt()));
+  auto t = std::make_unique<TcpTransportImpl>(config, s);
+  WEFT_RETURN_IF_ERROR(t->Init());
+  return std::unique_ptr<Transport>(std::move(t));
 }
 
 }  // namespace weft::transport::tcp

@@ -1,12 +1,56 @@
-// TCP transport: reaches any peer over non-blocking sockets.
+// TCP transport: reaches any peer over non-blocking sockets, several per peer pair, with one
+// background progress thread (epoll) per Transport moving all data. Every connection opens with the
+// job-secret handshake (base/auth_handshake.h). Connection setup is described in
+// tcp_transport.cc, the data wire format in tcp_peer.h.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 
 #include "transport/transport.h"
 
 namespace weft::transport::tcp {
 
+// Settings that TransportConfig does not carry. Zero means "the env knob / built-in default".
+struct TcpTransportOptions {
+  // How long an accepted connection may take to authenticate and introduce itself before it is
+  // refused (knob WEFT_TCP_HANDSHAKE_TIMEOUT_MS).
+  std::chrono::milliseconds handshake_timeout{0};
+  // SO_SNDBUF/SO_RCVBUF for every socket (knob WEFT_TCP_BUFFER_BYTES; 0 keeps the OS default).
+  int64_t socket_buffer_bytes = 0;
+};
+
+// The concrete transport type, for callers that want its counters (tests, metrics). Everything
+// else goes through the Transport interface.
+//
+// Contract (beyond transport.h):
+//   - Listen() binds config.listen_host (empty: 0.0.0.0, publishing the first IPv4 address of an
+//     up, non-loopback interface, optionally narrowed by WEFT_TCP_IFNAME; 127.0.0.1 if none) on
+//     an ephemeral port and starts the progress thread; the listener stays open for the
+//     transport's lifetime, refusing (closing, logging at WARN, counting) every connection that
+//     fails the handshake, stays silent, names another job or an unexpected rank or socket, or
+//     arrives once Connect() is done.
+//   - Connect() may be called once; after it fails the transport is spent. Of each pair the
+//     lower rank dials the higher one with config.tcp_sockets_per_peer sockets (else
+//     WEFT_TCP_SOCKETS); both sides must agree. Errors name the ranks that did not connect.
+//   - Requests complete on the progress thread; Test() only observes. Wait() spins briefly
+//     (WEFT_TCP_WAIT_SPIN_US), moving its peer's ready data itself while it does so (this saves
+//     two thread wake-ups per small message), then sleeps on a futex.
+//   - A peer whose socket fails (reset, truncated chunk, protocol violation) or whose sockets all
+//     close fails its pending requests with Unavailable naming rank, transport and address;
+//     messages that had fully arrived stay receivable. Abort() fails everything with its status,
+//     closes the sockets, and refuses new requests.
+//   - Endpoints must be destroyed before the transport; destroying an endpoint closes its
+//     sockets and cancels its pending requests.
+class TcpTransport : public Transport {
+ public:
+  // Connections refused by the listener so far.
+  virtual int64_t refused_connections() const = 0;
+};
+
 Result<std::unique_ptr<Transport>> CreateTcpTransport(const TransportConfig& config);
+Result<std::unique_ptr<Transport>> CreateTcpTransport(const TransportConfig& config,
+                                                      const TcpTransportOptions& options);
 
 }  // namespace weft::transport::tcp

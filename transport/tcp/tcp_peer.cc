@@ -1,0 +1,537 @@
+#include "transport/tcp/tcp_peer.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <new>
+#include <set>
+
+#include "base/logging.h"
+
+namespace weft::transport::tcp {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the TCP wire format is little-endian");
+
+// Read-ahead per socket: one recv() picks up many headers and small payloads at once.
+constexpr size_t kStagingBytes = 64 << 10;
+// Payload runs at least this long are read straight into their destination instead.
+constexpr size_t kDirectReadMin = 32 << 10;
+// Bytes one Service() pass may move per socket (reads) and per peer (writes) before the progress
+// thread turns to other peers; bounds how long the peer's lock is held.
+constexpr size_t kServiceBudget = 1 << 20;
+// Bytes PostSend() writes on the caller's thread before handing the rest to the progress thread.
+constexpr size_t kInlineSendBudget = 256 << 10;
+// Anything larger is a corrupt header, not a message.
+constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 44;
+
+std::string ErrnoText(int err) {
+  if (err == EPIPE) return "connection closed by peer";
+  return std::strerror(err);
+}
+
+}  // namespace
+
+TcpPeer::TcpPeer(Options options)
+    : opt_(std::move(options)),
+      name_("rank " + std::to_string(opt_.rank) + " (tcp " + opt_.address + ")") {
+  for (int i = 0; i < opt_.num_sockets; ++i) {
+    sockets_.push_back(std::make_unique<PeerSocket>(this, i));
+  }
+}
+
+TcpPeer::~TcpPeer() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& s : sockets_) CloseSocket(*s);
+}
+
+TcpEndpoint::~TcpEndpoint() {
+  peer_->Abort(CancelledError("the endpoint to rank " + std::to_string(peer_->rank()) +
+                              " (tcp) was destroyed"));
+}
+
+Status TcpPeer::Lost(const std::string& why) const {
+  return UnavailableError("connection to " + name_ + " lost: " + why);
+}
+
+Status TcpPeer::AttachSocket(int index, UniqueFd fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (index < 0 || index >= opt_.num_sockets) {
+    return InvalidArgumentError("socket index " + std::to_string(index) + " for " + name_);
+  }
+  if (!error_.ok()) return error_;
+  PeerSocket& s = *sockets_[index];
+  if (s.fd.valid() || s.eof) {
+    return FailedPreconditionError("socket " + std::to_string(index) + " of " + name_ +
+                                   " is already connected");
+  }
+  if (opt_.socket_buffer_bytes > 0) {
+    int bytes = static_cast<int>(std::min<int64_t>(opt_.socket_buffer_bytes, INT_MAX));
+    setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  }
+  WEFT_RETURN_IF_ERROR(SetNonBlocking(fd.get()));
+  WEFT_RETURN_IF_ERROR(SetNoDelay(fd.get()));
+  s.staging.reset(new char[kStagingBytes]);
+  s.fd = std::move(fd);
+  // Edge-triggered: registered once for both directions, no epoll_ctl per message. The cost is
+  // that readers must drain to EAGAIN (or remember that they did not: PeerSocket::readable).
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = static_cast<PollTarget*>(&s);
+  if (epoll_ctl(opt_.epoll_fd, EPOLL_CTL_ADD, s.fd.get(), &ev) < 0) {
+    int err = errno;
+    s.fd.Reset();
+    return ErrnoError("epoll_ctl(ADD) for " + name_, err);
+  }
+  s.writable = true;
+  ++open_sockets_;
+  return Status::Ok();
+}
+
+bool TcpPeer::SocketAttached(int index) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sockets_[index]->fd.valid() || sockets_[index]->eof;
+}
+
+void TcpPeer::CloseSocket(PeerSocket& s) {
+  if (s.fd.valid()) {
+    epoll_ctl(opt_.epoll_fd, EPOLL_CTL_DEL, s.fd.get(), nullptr);
+    s.fd.Reset();
+  }
+  s.readable = false;
+  s.writable = false;
+  s.in_payload = false;
+  s.msg = nullptr;
+  s.staged_begin = s.staged_end = 0;
+}
+
+Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag) {
+  if (data == nullptr && size > 0) {
+    return InvalidArgumentError("PostSend: null buffer of " + std::to_string(size) + " bytes for " +
+                                name_);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!error_.ok()) return error_;
+  auto req =
+      std::make_shared<TcpRequest>(TcpRequest::Kind::kSend, opt_.rank, tag, size, weak_from_this());
+  auto op = std::make_shared<SendOp>();
+  op->req = req;
+  op->data = static_cast<const char*>(data);
+  op->size = size;
+  op->seq = next_send_seq_++;
+  op->tag = tag;
+  send_queue_.push_back(std::move(op));
+  // Writing on the caller's thread saves small messages the hand-off to the progress thread
+  // (tens of microseconds when it sleeps on another core); the rest of a large one goes there.
+  if (PumpSends(kInlineSendBudget)) opt_.scheduler->Schedule(this);
+  return RequestPtr(std::move(req));
+}
+
+Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
+  if (data == nullptr && size > 0) {
+    return InvalidArgumentError("PostRecv: null buffer of " + std::to_string(size) + " bytes for " +
+                                name_);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (aborted_) return error_;
+  auto req =
+      std::make_shared<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size, weak_from_this());
+  auto it = unexpected_.find(tag);
+  if (it != unexpected_.end()) {
+    InMessage* m = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) unexpected_.erase(it);
+    Attach(m, req, static_cast<char*>(data), size);
+    return RequestPtr(std::move(req));
+  }
+  // A lost peer sends nothing more; only messages that had fully arrived (above) can match.
+  if (!error_.ok()) return error_;
+  posted_[tag].push_back(PostedRecv{req, static_cast<char*>(data), size});
+  return RequestPtr(std::move(req));
+}
+
+void TcpPeer::Abort(const Status& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Fail(why, /*keep_arrived=*/false);
+}
+
+void TcpPeer::MarkReady(PeerSocket* socket, uint32_t epoll_events) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!socket->fd.valid()) return;  // closed after epoll reported it
+  if (epoll_events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) socket->readable = true;
+  if (epoll_events & EPOLLOUT) socket->writable = true;
+}
+
+bool TcpPeer::Service() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ServiceLocked(/*all=*/false);
+}
+
+void TcpPeer::PollOnce() {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return;
+  // epoll has not necessarily told anyone yet, so try every socket; EAGAIN is cheap.
+  if (ServiceLocked(/*all=*/true)) opt_.scheduler->Schedule(this);
+}
+
+bool TcpPeer::ServiceLocked(bool all) {
+  if (!error_.ok()) return false;
+  bool more = false;
+  for (auto& s : sockets_) {
+    if (!s->fd.valid() || !(all || s->readable)) continue;
+    if (ReadSocket(*s, kServiceBudget)) s->readable = true;
+    if (!error_.ok()) return false;
+    if (s->fd.valid() && s->readable) more = true;
+  }
+  if (PumpSends(kServiceBudget)) more = true;
+  return more && error_.ok();
+}
+
+// ---- Send side ---------------------------------------------------------------------------------
+
+bool TcpPeer::TakeChunk(PeerSocket& s) {
+  if (send_queue_.empty()) return false;
+  SendOp& op = *send_queue_.front();
+  uint64_t len = std::min<uint64_t>(opt_.chunk_bytes, op.size - op.assigned);
+  s.out_header =
+      ChunkHeader{kChunkMagic, static_cast<uint32_t>(len), op.seq, op.tag, op.size, op.assigned};
+  s.out_op = send_queue_.front();
+  s.out_written = 0;
+  op.assigned += len;
+  ++op.chunks_in_flight;
+  if (op.assigned == op.size) {
+    op.fully_assigned = true;
+    send_queue_.pop_front();
+  }
+  return true;
+}
+
+void TcpPeer::ChunkWritten(PeerSocket& s) {
+  std::shared_ptr<SendOp> op = std::move(s.out_op);
+  s.out_written = 0;
+  if (--op->chunks_in_flight == 0 && op->fully_assigned) op->req->Complete(Status::Ok());
+}
+
+// Dynamic striping: each writable socket takes the next chunk from the queue as soon as it has
+// finished its previous one, so a socket that stalls holds up only the chunk it is writing.
+bool TcpPeer::PumpSends(size_t budget) {
+  constexpr size_t kHeader = sizeof(ChunkHeader);
+  size_t used = 0;
+  bool progress = true;
+  while (progress && used < budget) {
+    progress = false;
+    for (auto& sp : sockets_) {
+      PeerSocket& s = *sp;
+      if (!s.fd.valid() || !s.writable) continue;
+      if (!s.out_op && !TakeChunk(s)) continue;
+      iovec iov[2];
+      int count = 0;
+      if (s.out_written < kHeader) {
+        iov[count++] = {reinterpret_cast<char*>(&s.out_header) + s.out_written,
+                        kHeader - s.out_written};
+      }
+      size_t payload_done = s.out_written > kHeader ? s.out_written - kHeader : 0;
+      if (s.out_header.length > payload_done) {
+        iov[count++] = {const_cast<char*>(s.out_op->data) + s.out_header.offset + payload_done,
+                        s.out_header.length - payload_done};
+      }
+      msghdr mh{};
+      mh.msg_iov = iov;
+      mh.msg_iovlen = static_cast<size_t>(count);
+      ssize_t n = sendmsg(s.fd.get(), &mh, MSG_NOSIGNAL);
+      if (n > 0) {
+        s.out_written += static_cast<size_t>(n);
+        used += static_cast<size_t>(n);
+        progress = true;
+        if (s.out_written == kHeader + s.out_header.length) ChunkWritten(s);
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        s.writable = false;
+      } else if (n < 0 && errno == EINTR) {
+        progress = true;
+      } else {
+        Fail(Lost(n == 0 ? "send made no progress" : ErrnoText(errno)), /*keep_arrived=*/true);
+        return false;
+      }
+      if (used >= budget) break;
+    }
+  }
+  if (used < budget) return false;  // everything written, or every socket is blocked
+  for (auto& s : sockets_) {
+    if (s->fd.valid() && s->writable && (s->out_op || !send_queue_.empty())) return true;
+  }
+  return false;
+}
+
+// ---- Receive side ------------------------------------------------------------------------------
+
+bool TcpPeer::ReadSocket(PeerSocket& s, size_t budget) {
+  size_t used = 0;
+  while (used < budget && s.fd.valid()) {
+    size_t have = s.staged_end - s.staged_begin;
+    ssize_t n;
+    if (!s.in_payload) {
+      if (have >= sizeof(ChunkHeader)) {
+        std::memcpy(&s.header, s.staging.get() + s.staged_begin, sizeof(ChunkHeader));
+        s.staged_begin += sizeof(ChunkHeader);
+        Status st = BeginChunk(s);
+        if (!st.ok()) {
+          Fail(st, /*keep_arrived=*/true);
+          return false;
+        }
+        continue;
+      }
+      if (have > 0 && s.staged_begin > 0) {
+        std::memmove(s.staging.get(), s.staging.get() + s.staged_begin, have);
+      }
+      s.staged_begin = 0;
+      s.staged_end = have;
+      n = recv(s.fd.get(), s.staging.get() + have, kStagingBytes - have, 0);
+      if (n > 0) {
+        s.staged_end += static_cast<size_t>(n);
+        used += static_cast<size_t>(n);
+        continue;
+      }
+    } else {
+      if (have > 0) {
+        size_t take = static_cast<size_t>(std::min<uint64_t>(have, s.left));
+        const char* src = s.staging.get() + s.staged_begin;
+        s.staged_begin += take;
+        Deliver(s, src, take);
+        continue;
+      }
+      s.staged_begin = s.staged_end = 0;
+      char* dest = s.msg->dest;
+      if (dest != nullptr && s.left >= kDirectReadMin) {
+        size_t want = static_cast<size_t>(std::min<uint64_t>(s.left, SSIZE_MAX));
+        n = recv(s.fd.get(), dest + s.pos, want, 0);
+        if (n > 0) {
+          used += static_cast<size_t>(n);
+          Advance(s, static_cast<size_t>(n));
+          continue;
+        }
+      } else {
+        n = recv(s.fd.get(), s.staging.get(), kStagingBytes, 0);
+        if (n > 0) {
+          s.staged_end = static_cast<size_t>(n);
+          used += static_cast<size_t>(n);
+          continue;
+        }
+      }
+    }
+    if (n == 0) {
+      if (s.in_payload || s.staged_end > s.staged_begin) {
+        Fail(Lost("connection closed by peer in the middle of a message"), /*keep_arrived=*/true);
+      } else {
+        SocketClosedCleanly(s);
+      }
+      return false;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      s.readable = false;
+      return false;
+    }
+    Fail(Lost(ErrnoText(errno)), /*keep_arrived=*/true);
+    return false;
+  }
+  return s.fd.valid();
+}
+
+void TcpPeer::SocketClosedCleanly(PeerSocket& s) {
+  // The peer closes all its sockets together; until the last one ends, the others may still
+  // carry data that was sent before the close, so only then is the connection lost.
+  if (s.out_op) {
+    Fail(Lost("connection closed by peer"), /*keep_arrived=*/true);
+    return;
+  }
+  CloseSocket(s);
+  s.eof = true;
+  if (--open_sockets_ <= 0) Fail(Lost("connection closed by peer"), /*keep_arrived=*/true);
+}
+
+Status TcpPeer::BeginChunk(PeerSocket& s) {
+  const ChunkHeader& h = s.header;
+  if (h.magic != kChunkMagic) return Lost("protocol error: bad chunk header");
+  if (h.total > kMaxMessageBytes || h.length > h.total || h.offset > h.total - h.length ||
+      (h.length == 0 && h.total != 0)) {
+    return Lost("protocol error: chunk of " + std::to_string(h.length) + " bytes at offset " +
+                std::to_string(h.offset) + " of a " + std::to_string(h.total) + "-byte message");
+  }
+  InMessage* m;
+  auto it = messages_.find(h.seq);
+  if (it != messages_.end()) {
+    m = it->second.get();
+    if (m->tag != h.tag || m->total != h.total || m->received + h.length > m->total) {
+      return Lost("protocol error: chunk does not belong to message " + std::to_string(h.seq));
+    }
+  } else {
+    if (h.seq < next_match_seq_) {
+      return Lost("protocol error: chunk of message " + std::to_string(h.seq) +
+                  ", which already arrived");
+    }
+    auto owned = std::make_unique<InMessage>();
+    owned->seq = h.seq;
+    owned->tag = h.tag;
+    owned->total = h.total;
+    if (h.total > 0) {
+      // Until a receive is matched the data lands here; matching copies what arrived so far
+      // and points the rest of the message at the receive's buffer.
+      owned->heap.reset(new (std::nothrow) char[h.total]);
+      if (!owned->heap) {
+        return ResourceExhaustedError("cannot buffer a " + std::to_string(h.total) +
+                                      "-byte message from " + name_);
+      }
+      owned->dest = owned->heap.get();
+    }
+    m = owned.get();
+    messages_.emplace(h.seq, std::move(owned));
+    if (h.seq == next_match_seq_) AdvanceMatching();  // may finish (and free) an empty message
+  }
+  if (h.length == 0) return Status::Ok();
+  s.msg = m;
+  s.pos = h.offset;
+  s.left = h.length;
+  s.in_payload = true;
+  return Status::Ok();
+}
+
+void TcpPeer::Deliver(PeerSocket& s, const char* src, size_t n) {
+  if (s.msg->dest != nullptr) std::memcpy(s.msg->dest + s.pos, src, n);
+  Advance(s, n);
+}
+
+void TcpPeer::Advance(PeerSocket& s, size_t n) {
+  InMessage* m = s.msg;
+  s.pos += n;
+  s.left -= n;
+  m->received += n;
+  if (s.pos > m->high_water) m->high_water = s.pos;
+  if (s.left == 0) {
+    s.in_payload = false;
+    s.msg = nullptr;
+    if (m->complete()) Finish(m);
+  }
+}
+
+// Messages become matchable strictly in seq order, so a receive always gets the earliest message
+// with its tag even when a later message's chunks overtook it on another socket.
+void TcpPeer::AdvanceMatching() {
+  while (true) {
+    auto it = messages_.find(next_match_seq_);
+    if (it == messages_.end()) return;
+    InMessage* m = it->second.get();
+    ++next_match_seq_;
+    auto pit = posted_.find(m->tag);
+    if (pit != posted_.end()) {
+      PostedRecv r = std::move(pit->second.front());
+      pit->second.pop_front();
+      if (pit->second.empty()) posted_.erase(pit);
+      Attach(m, std::move(r.req), r.data, r.size);
+    } else {
+      m->state = InMessage::State::kUnexpected;
+      unexpected_[m->tag].push_back(m);
+    }
+  }
+}
+
+void TcpPeer::Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, size_t size) {
+  if (m->total != size) {
+    req->Complete(InvalidArgumentError("message of " + std::to_string(m->total) + " bytes from " +
+                                       name_ + " does not match the " + std::to_string(size) +
+                                       "-byte receive (tag " + TagString(m->tag) +
+                                       "); the message was dropped"));
+    m->state = InMessage::State::kDropped;
+    m->heap.reset();
+    m->dest = nullptr;
+    if (m->complete()) messages_.erase(m->seq);
+    return;
+  }
+  // Bytes below high_water may have arrived (chunks land out of order); copying that prefix
+  // once is cheaper than tracking ranges, and later chunks go straight to the caller's buffer.
+  if (m->high_water > 0) std::memcpy(data, m->heap.get(), m->high_water);
+  m->heap.reset();
+  m->dest = data;
+  m->state = InMessage::State::kMatched;
+  m->recv = std::move(req);
+  if (m->complete()) Finish(m);
+}
+
+void TcpPeer::Finish(InMessage* m) {
+  switch (m->state) {
+    case InMessage::State::kMatched: {
+      std::shared_ptr<TcpRequest> req = std::move(m->recv);
+      messages_.erase(m->seq);
+      req->Complete(Status::Ok());
+      break;
+    }
+    case InMessage::State::kDropped:
+      messages_.erase(m->seq);
+      break;
+    case InMessage::State::kStaged:
+    case InMessage::State::kUnexpected:
+      break;  // complete; waits for its receive (or its turn to be matched)
+  }
+}
+
+// ---- Failure -----------------------------------------------------------------------------------
+
+void TcpPeer::Fail(const Status& why, bool keep_arrived) {
+  if (!keep_arrived) aborted_ = true;
+  bool first = error_.ok();
+  if (first) error_ = why;
+  int failed = 0;
+  auto fail = [&](const std::shared_ptr<TcpRequest>& req) {
+    if (req && req->Complete(why)) ++failed;
+  };
+  for (auto& s : sockets_) {
+    if (s->out_op) fail(s->out_op->req);
+    s->out_op.reset();
+    CloseSocket(*s);
+  }
+  open_sockets_ = 0;
+  for (auto& op : send_queue_) fail(op->req);
+  send_queue_.clear();
+  for (auto& [tag, q] : posted_) {
+    for (auto& r : q) fail(r.req);
+  }
+  posted_.clear();
+  // Fully arrived messages at the head of each tag's queue stay receivable after a loss; an
+  // incomplete one ends its tag's queue, since FIFO order forbids skipping it.
+  std::set<const InMessage*> keep;
+  if (!aborted_) {
+    for (auto& [tag, q] : unexpected_) {
+      for (InMessage* m : q) {
+        if (!m->complete()) break;
+        keep.insert(m);
+      }
+    }
+  }
+  for (auto& [tag, q] : unexpected_) {
+    while (!q.empty() && !keep.count(q.back())) q.pop_back();
+  }
+  std::erase_if(unexpected_, [](const auto& kv) { return kv.second.empty(); });
+  for (auto it = messages_.begin(); it != messages_.end();) {
+    if (it->second->state == InMessage::State::kMatched) fail(it->second->recv);
+    it = keep.count(it->second.get()) ? std::next(it) : messages_.erase(it);
+  }
+  if (!first) return;
+  // A lost peer with work in flight is news; an abort the caller asked for is the caller's to
+  // report.
+  if (aborted_) {
+    WEFT_LOG(DEBUG) << "tcp rank " << opt_.self_rank << ": aborted " << name_ << " (" << failed
+                    << " pending requests): " << why.message();
+  } else if (failed > 0) {
+    WEFT_LOG(WARN) << "tcp rank " << opt_.self_rank << ": " << why.message() << " (" << failed
+                   << " pending requests failed)";
+  } else {
+    WEFT_LOG(INFO) << "tcp rank " << opt_.self_rank << ": " << why.message();
+  }
+}
+
+}  // namespace weft::transport::tcp

@@ -1,0 +1,230 @@
+// TcpPeer: everything the TCP transport keeps about one peer rank once connected — its sockets,
+// the send queue striped over them in chunks, and the receive side that reassembles chunks and
+// matches messages to posted receives. Private to transport/tcp; the transport owns the peers and
+// its progress thread drives them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/socket_util.h"
+#include "transport/tcp/tcp_request.h"
+#include "transport/transport.h"
+
+namespace weft::transport::tcp {
+
+// Wire format of a data socket, after the handshake. Every message is cut into chunks of at most
+// the sender's chunk size (a zero-byte message is one empty chunk); each chunk is this header
+// followed by `length` payload bytes. Chunks of one message may travel on different sockets of
+// the pair, in any order; `seq` numbers the messages of one direction of one pair from 0.
+// Little-endian (the only byte order weft runs on; checked at compile time).
+struct ChunkHeader {
+  uint32_t magic;   // kChunkMagic: catches a stream that lost its framing
+  uint32_t length;  // payload bytes of this chunk
+  uint64_t seq;
+  uint64_t tag;
+  uint64_t total;   // bytes of the whole message
+  uint64_t offset;  // where this chunk's payload starts within the message
+};
+static_assert(sizeof(ChunkHeader) == 40, "ChunkHeader is a wire format");
+inline constexpr uint32_t kChunkMagic = 0x4b435457;  // "WTCK"
+
+// The epoll registrations of the transport share this prefix so one event loop can dispatch on it.
+struct PollTarget {
+  enum class Kind { kWake, kListener, kHandshake, kSocket };
+  explicit PollTarget(Kind k) : kind(k) {}
+  const Kind kind;
+};
+
+class TcpPeer;
+struct InMessage;
+struct SendOp;
+
+// The progress thread, as the peers see it: Schedule() asks it to service a peer soon (new sends
+// that the posting thread did not finish writing). Thread-safe.
+class PeerScheduler {
+ public:
+  virtual ~PeerScheduler() = default;
+  virtual void Schedule(TcpPeer* peer) = 0;
+};
+
+// One TCP connection of a pair. Lives as long as its TcpPeer, which lives as long as the
+// transport: epoll events carry its address, so it is never freed while the loop runs. All fields
+// are guarded by the peer's mutex.
+struct PeerSocket : PollTarget {
+  PeerSocket(TcpPeer* p, int i) : PollTarget(Kind::kSocket), peer(p), index(i) {}
+
+  TcpPeer* const peer;
+  const int index;
+  UniqueFd fd;
+  bool eof = false;       // the peer closed it cleanly between chunks
+  bool readable = false;  // epoll said so and recv() has not yet hit EAGAIN
+  bool writable = true;   // false from an EAGAIN until epoll reports EPOLLOUT
+  // Receive side: bytes read ahead of the current position (headers and small payloads arrive in
+  // batches), then the chunk being read.
+  std::unique_ptr<char[]> staging;
+  size_t staged_begin = 0;
+  size_t staged_end = 0;
+  ChunkHeader header{};
+  bool in_payload = false;
+  InMessage* msg = nullptr;
+  uint64_t pos = 0;   // offset within the message of the next payload byte
+  uint64_t left = 0;  // payload bytes of the current chunk still to read
+  // Send side: the chunk this socket is writing, if any.
+  std::shared_ptr<SendOp> out_op;
+  ChunkHeader out_header{};
+  size_t out_written = 0;  // of header + payload
+};
+
+// A message from the peer whose first chunk header has arrived. Owned by TcpPeer::messages_.
+struct InMessage {
+  enum class State {
+    kStaged,      // a lower seq has not shown up yet, so it cannot be matched
+    kUnexpected,  // matchable, no receive posted yet; data lands in `heap`
+    kMatched,     // data lands in the receive's buffer
+    kDropped,     // its receive failed (size mismatch); the rest is read and thrown away
+  };
+  uint64_t seq = 0;
+  uint64_t tag = 0;
+  uint64_t total = 0;
+  uint64_t received = 0;    // payload bytes that arrived
+  uint64_t high_water = 0;  // bytes at or above this offset were never written
+  State state = State::kStaged;
+  std::unique_ptr<char[]> heap;
+  char* dest = nullptr;  // heap.get(), the receive's buffer, or null (dropped / empty)
+  std::shared_ptr<TcpRequest> recv;
+  bool complete() const { return received == total; }
+};
+
+// A posted send. Shared by the send queue and the sockets writing its chunks.
+struct SendOp {
+  std::shared_ptr<TcpRequest> req;
+  const char* data = nullptr;
+  uint64_t size = 0;
+  uint64_t seq = 0;
+  uint64_t tag = 0;
+  uint64_t assigned = 0;  // bytes handed to sockets as chunks
+  bool fully_assigned = false;
+  int chunks_in_flight = 0;  // assigned chunks not yet fully written
+};
+
+// Contract: created by the transport's Connect() for one peer rank; sockets are attached as they
+// connect; the Endpoint for the peer forwards to PostSend/PostRecv/Abort. Thread-safe (one mutex;
+// the progress thread holds it while it moves a bounded amount of data). Errors: InvalidArgument
+// for bad arguments and size mismatches; once the connection is lost, Unavailable naming the rank,
+// "tcp" and the address; after Abort, the abort status. Outlives every epoll event that names it.
+class TcpPeer final : public ProgressSource, public std::enable_shared_from_this<TcpPeer> {
+ public:
+  struct Options {
+    int self_rank = 0;
+    int rank = 0;
+    std::string address;  // the peer's listen address, for messages
+    int num_sockets = 1;
+    size_t chunk_bytes = 512 << 10;
+    int64_t socket_buffer_bytes = 0;
+    int epoll_fd = -1;
+    PeerScheduler* scheduler = nullptr;
+  };
+  explicit TcpPeer(Options options);
+  ~TcpPeer() override;
+  TcpPeer(const TcpPeer&) = delete;
+  TcpPeer& operator=(const TcpPeer&) = delete;
+
+  int rank() const { return opt_.rank; }
+  // "rank 3 (tcp 127.0.0.1:4711)"
+  const std::string& name() const { return name_; }
+
+  Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag);
+  Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag);
+  // Fails every pending request with `why`, closes the sockets and refuses new requests.
+  void Abort(const Status& why);
+
+  // Takes socket `index` (connected and authenticated) and registers it with epoll.
+  // FailedPrecondition if that slot is taken or the peer already failed.
+  Status AttachSocket(int index, UniqueFd fd);
+  bool SocketAttached(int index);
+
+  // Progress thread only. MarkReady records what epoll reported for `socket`; Service moves data
+  // until sockets block or the budget is used up and returns true when it should run again soon.
+  void MarkReady(PeerSocket* socket, uint32_t epoll_events);
+  bool Service();
+  // Any thread (a spinning Wait()): moves ready data if nobody else holds the peer.
+  void PollOnce() override;
+  // Progress-thread bookkeeping, touched only by that thread.
+  bool active = false;
+  // Guarded by the scheduler's own lock.
+  bool kick_pending = false;
+
+ private:
+  // All below run with mu_ held.
+  // Reads every readable socket (all of them if `all`) and writes queued chunks; true when the
+  // budget ran out with work left.
+  bool ServiceLocked(bool all);
+  bool PumpSends(size_t budget);
+  bool TakeChunk(PeerSocket& s);
+  void ChunkWritten(PeerSocket& s);
+  // True when it stopped for the budget with data possibly left.
+  bool ReadSocket(PeerSocket& s, size_t budget);
+  Status BeginChunk(PeerSocket& s);
+  void Deliver(PeerSocket& s, const char* src, size_t n);
+  void Advance(PeerSocket& s, size_t n);
+  void AdvanceMatching();
+  void Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, size_t size);
+  void Finish(InMessage* m);
+  void SocketClosedCleanly(PeerSocket& s);
+  void CloseSocket(PeerSocket& s);
+  // Fails every pending request with `why`; `keep_arrived` keeps fully arrived, unmatched
+  // messages receivable (a peer that sent its last message and left is not an error for it).
+  void Fail(const Status& why, bool keep_arrived);
+  Status Lost(const std::string& why) const;
+
+  struct PostedRecv {
+    std::shared_ptr<TcpRequest> req;
+    char* data;
+    size_t size;
+  };
+
+  const Options opt_;
+  const std::string name_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<PeerSocket>> sockets_;
+  int open_sockets_ = 0;
+  Status error_;          // sticky: set when the connection is lost or aborted
+  bool aborted_ = false;  // Abort(): refuse even messages that had arrived
+  // Send side.
+  uint64_t next_send_seq_ = 0;
+  std::deque<std::shared_ptr<SendOp>> send_queue_;  // ops with chunks still to assign
+  // Receive side.
+  uint64_t next_match_seq_ = 0;  // lowest seq not yet matched or queued as unexpected
+  std::map<uint64_t, std::unique_ptr<InMessage>> messages_;
+  std::unordered_map<uint64_t, std::deque<InMessage*>> unexpected_;  // per tag, in seq order
+  std::unordered_map<uint64_t, std::deque<PostedRecv>> posted_;      // per tag, in post order
+};
+
+// The Endpoint handed to the caller: a thin handle on a TcpPeer owned by the transport.
+// Destroying it aborts the peer (pending requests fail with Cancelled; the sockets close).
+class TcpEndpoint final : public Endpoint {
+ public:
+  explicit TcpEndpoint(TcpPeer* peer) : peer_(peer) {}
+  ~TcpEndpoint() override;
+  int peer() const override { return peer_->rank(); }
+  Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag) override {
+    return peer_->PostSend(data, size, tag);
+  }
+  Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag) override {
+    return peer_->PostRecv(data, size, tag);
+  }
+  void Abort(const Status& why) override { peer_->Abort(why); }
+
+ private:
+  TcpPeer* const peer_;
+};
+
+}  // namespace weft::transport::tcp
