@@ -18,6 +18,11 @@ Status AllReduceRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t 
                      ReduceOp op);
 Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                                   DType dtype, ReduceOp op);
+// Intra-host algorithms over the communicator's local arena (ctx.arena() must be set).
+Status AllReduceShmDirect(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                          DType dtype, ReduceOp op);
+Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                           DType dtype, ReduceOp op);
 Status ReduceBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
                       ReduceOp op, int root);
 Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

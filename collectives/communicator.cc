@@ -79,6 +79,7 @@ Result<std::unique_ptr<Communicator>> Communicator::Create(rendezvous::Store& st
   std::vector<int> group(world_size);
   for (int i = 0; i < world_size; ++i) group[i] = i;
   auto impl = std::make_shared<CommImpl>(shared, std::move(group), rank, RootCommId(shared->job_id()));
+  impl->SetArena(shared->TakeRootArena());
   impl->StartWorker();
   return std::unique_ptr<Communicator>(new Communicator(std::move(impl)));
 }
@@ -166,22 +167,24 @@ std::string Communicator::transport_of(int peer) const {
   return impl_->shared().transport_name(impl_->world_rank_of(peer));
 }
 
-std::string Communicator::AllReduceAlgorithmFor(int64_t count, DType dtype) const {
+TunerInput Communicator::TunerFor(int64_t count, DType dtype) const {
+  const auto& o = impl_->shared().options();
   TunerInput in;
   in.bytes = static_cast<size_t>(std::max<int64_t>(count, 0)) * DTypeSize(dtype);
   in.world_size = impl_->size();
-  in.forced = impl_->shared().options().algorithm;
-  in.rd_max_bytes = static_cast<size_t>(impl_->shared().options().rd_max_bytes);
-  return AllReduceAlgoName(ChooseAllReduce(in));
+  in.forced = o.algorithm;
+  in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
+  in.local_arena = impl_->arena() != nullptr;
+  in.shm_direct_max_bytes = o.shm_direct_max_bytes;
+  return in;
+}
+
+std::string Communicator::AllReduceAlgorithmFor(int64_t count, DType dtype) const {
+  return AllReduceAlgoName(ChooseAllReduce(TunerFor(count, dtype)));
 }
 
 std::string Communicator::ExplainAllReduce(int64_t count, DType dtype) const {
-  TunerInput in;
-  in.bytes = static_cast<size_t>(std::max<int64_t>(count, 0)) * DTypeSize(dtype);
-  in.world_size = impl_->size();
-  in.forced = impl_->shared().options().algorithm;
-  in.rd_max_bytes = static_cast<size_t>(impl_->shared().options().rd_max_bytes);
-  return ExplainAllReduceChoice(in);
+  return ExplainAllReduceChoice(TunerFor(count, dtype));
 }
 
 Status Communicator::GetAsyncError() const { return impl_->error(); }
@@ -271,9 +274,31 @@ Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
                      std::to_string(impl_->NextSplitIndex()) + "/" + std::to_string(color);
   Digest256 d = Sha256Of(seed);
   uint32_t id = ((uint32_t{d[0]} << 16) | (uint32_t{d[1]} << 8) | d[2]) % internal::kMaxCommId;
+  const bool local = group.size() > 1 && impl_->shared().options().shm_coll &&
+                     impl_->shared().AllPeersOverShm(group);
+  std::vector<int> members_world = group;
   auto child = std::make_shared<CommImpl>(impl_->shared_ptr(), std::move(group), new_rank, id);
   child->StartWorker();
-  return std::unique_ptr<Communicator>(new Communicator(std::move(child)));
+  std::unique_ptr<Communicator> out(new Communicator(std::move(child)));
+  if (local) {
+    // Every member decides the same way (same group, same transports), so all attach or none.
+    internal::LocalArena::Config ac;
+    ac.name = "/weft-" + impl_->shared().job_id() + "-arena-" + std::to_string(impl_->comm_id()) +
+              "-" + std::to_string(id);
+    ac.rank = new_rank;
+    ac.size = static_cast<int>(members_world.size());
+    ac.slot_bytes = impl_->shared().options().shm_coll_chunk_bytes;
+    ac.world_ranks = members_world;
+    auto arena = internal::LocalArena::Attach(
+        ac, Deadline::AfterMs(impl_->shared().options().init_timeout_ms));
+    if (!arena.ok()) return arena.status().WithContext("split: shared-memory arena");
+    // The barrier runs over the transports, before the arena serves anything.
+    WEFT_ASSIGN_OR_RETURN(Work b, out->Barrier());
+    WEFT_RETURN_IF_ERROR(b.Wait().WithContext("split"));
+    (*arena)->Unlink();
+    out->impl_->SetArena(std::move(*arena));
+  }
+  return out;
 }
 
 Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t count,
@@ -286,11 +311,19 @@ Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t
   WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
   size_t bytes = Bytes(count, dtype);
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
-  std::string algo = AllReduceAlgorithmFor(count, dtype);
-  bool ring = algo == "ring";
+  AllReduceAlgo algo = ChooseAllReduce(TunerFor(count, dtype));
   return impl_->Issue("allreduce", true, [=](internal::OpContext& ctx) {
-    return ring ? AllReduceRing(ctx, sendbuf, recvbuf, count, dtype, op)
-                : AllReduceRecursiveDoubling(ctx, sendbuf, recvbuf, count, dtype, op);
+    switch (algo) {
+      case AllReduceAlgo::kShmDirect:
+        return AllReduceShmDirect(ctx, sendbuf, recvbuf, count, dtype, op);
+      case AllReduceAlgo::kShmChunked:
+        return AllReduceShmChunked(ctx, sendbuf, recvbuf, count, dtype, op);
+      case AllReduceAlgo::kRing:
+        return AllReduceRing(ctx, sendbuf, recvbuf, count, dtype, op);
+      case AllReduceAlgo::kRecursiveDoubling:
+        break;
+    }
+    return AllReduceRecursiveDoubling(ctx, sendbuf, recvbuf, count, dtype, op);
   });
 }
 

@@ -20,6 +20,7 @@ namespace internal {
 class WorkState;
 class CommImpl;
 }  // namespace internal
+struct TunerInput;
 
 // A handle to one asynchronous operation. Cheap to copy (shared state). Thread-safe.
 // The buffers passed to the operation must stay valid and untouched until Wait() returns OK or
@@ -67,6 +68,8 @@ struct CommOptions {
   int tcp_sockets_per_peer = 0;
   size_t tcp_chunk_bytes = 0;
   std::string listen_host;
+  // Slot size of the intra-host shared-memory arena; 0 takes WEFT_SHM_COLL_CHUNK_BYTES.
+  size_t shm_coll_chunk_bytes = 0;
 };
 
 // NCCL-style unique id: made by one rank (GetUniqueId starts a store server in that process) and
@@ -158,6 +161,7 @@ class Communicator {
 
  private:
   explicit Communicator(std::shared_ptr<internal::CommImpl> impl);
+  TunerInput TunerFor(int64_t count, DType dtype) const;
   std::shared_ptr<internal::CommImpl> impl_;
 };
 

@@ -5,6 +5,14 @@ namespace weft::collectives {
 AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
   if (in.forced == "ring") return AllReduceAlgo::kRing;
   if (in.forced == "recursive_doubling") return AllReduceAlgo::kRecursiveDoubling;
+  if (in.local_arena && in.forced == "shm_direct" && in.bytes <= in.shm_direct_max_bytes) {
+    return AllReduceAlgo::kShmDirect;
+  }
+  if (in.local_arena && in.forced == "shm_chunked") return AllReduceAlgo::kShmChunked;
+  if (in.local_arena && in.forced.empty()) {
+    return in.bytes <= in.shm_direct_max_bytes ? AllReduceAlgo::kShmDirect
+                                               : AllReduceAlgo::kShmChunked;
+  }
   // Below rd_max_bytes the log2(n) latency terms of recursive doubling beat the ring's 2(n-1);
   // above it the ring's (n-1)/n bytes per step win.
   if (in.bytes <= in.rd_max_bytes) return AllReduceAlgo::kRecursiveDoubling;
@@ -12,7 +20,13 @@ AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
 }
 
 const char* AllReduceAlgoName(AllReduceAlgo algo) {
-  return algo == AllReduceAlgo::kRing ? "ring" : "recursive_doubling";
+  switch (algo) {
+    case AllReduceAlgo::kRing: return "ring";
+    case AllReduceAlgo::kRecursiveDoubling: return "recursive_doubling";
+    case AllReduceAlgo::kShmDirect: return "shm_direct";
+    case AllReduceAlgo::kShmChunked: return "shm_chunked";
+  }
+  return "?";
 }
 
 }  // namespace weft::collectives
@@ -22,7 +36,21 @@ namespace weft::collectives {
 std::string ExplainAllReduceChoice(const TunerInput& in) {
   AllReduceAlgo a = ChooseAllReduce(in);
   std::string name = AllReduceAlgoName(a);
-  if (!in.forced.empty()) return name + ": forced by WEFT_ALGO";
+  if (!in.forced.empty() && in.forced == name) return name + ": forced by WEFT_ALGO";
+  if (!in.forced.empty()) {
+    return name + ": WEFT_ALGO=" + in.forced + " does not apply here (no local arena, or the "
+                                                "message is too large for it)";
+  }
+  if (a == AllReduceAlgo::kShmDirect) {
+    return name + ": all ranks share a host and " + std::to_string(in.bytes) +
+           " B <= WEFT_SHM_COLL_DIRECT_MAX_BYTES (" + std::to_string(in.shm_direct_max_bytes) +
+           "): each rank reduces every slot of the shared arena, no messages";
+  }
+  if (a == AllReduceAlgo::kShmChunked) {
+    return name + ": all ranks share a host and " + std::to_string(in.bytes) +
+           " B > WEFT_SHM_COLL_DIRECT_MAX_BYTES: chunked reduce-scatter/all-gather through the "
+           "shared arena, reduction fused with the transfer";
+  }
   std::string b = std::to_string(in.bytes) + " B";
   std::string lim = "WEFT_ALGO_RD_MAX_BYTES (" + std::to_string(in.rd_max_bytes) + ")";
   if (a == AllReduceAlgo::kRecursiveDoubling) {

@@ -1,6 +1,8 @@
 // The tuner: which algorithm runs a collective of a given size on a given communicator.
-// WEFT_ALGO forces the all-reduce choice; otherwise small messages take recursive doubling
-// (fewest latency terms) and large ones the ring (least bytes per rank).
+// WEFT_ALGO forces the all-reduce choice. Otherwise, ranks sharing one host with an arena use it
+// (every rank reduces every slot for small messages, a chunked reduce-scatter/all-gather through
+// the slots for large ones); across transports small messages take recursive doubling (fewest
+// latency terms) and large ones the ring (least bytes per rank).
 #pragma once
 
 #include <cstddef>
@@ -8,13 +10,15 @@
 
 namespace weft::collectives {
 
-enum class AllReduceAlgo { kRing, kRecursiveDoubling };
+enum class AllReduceAlgo { kRing, kRecursiveDoubling, kShmDirect, kShmChunked };
 
 struct TunerInput {
   size_t bytes = 0;
   int world_size = 1;
-  std::string forced;  // "", "ring", "recursive_doubling"
+  std::string forced;  // "", "ring", "recursive_doubling", "shm_direct", "shm_chunked"
   size_t rd_max_bytes = 64 << 10;
+  bool local_arena = false;  // all ranks on one host with a shared-memory arena
+  size_t shm_direct_max_bytes = 16 << 10;
 };
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in);

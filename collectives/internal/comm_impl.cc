@@ -33,6 +33,16 @@ WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",
 WEFT_ENV_KNOB(kProgressPollKnob, "WEFT_PROGRESS_POLL_US", "200",
               "how often a communicator's worker looks for operations nobody is waiting on");
 
+WEFT_ENV_KNOB(kShmCollKnob, "WEFT_SHM_COLL", "1",
+              "1: collectives among ranks of one host use a shared-memory arena (flags and "
+              "slots); 0: they go through the transports like any other");
+WEFT_ENV_KNOB(kShmCollChunkKnob, "WEFT_SHM_COLL_CHUNK_BYTES", "256K",
+              "slot size of the shared-memory arena: the pipeline chunk of intra-host collectives");
+WEFT_ENV_KNOB(kShmDirectMaxKnob, "WEFT_SHM_COLL_DIRECT_MAX_BYTES", "16K",
+              "largest intra-host all-reduce where every rank reduces every slot itself");
+WEFT_ENV_KNOB(kShmCollSpinKnob, "WEFT_SHM_COLL_SPIN_US", "50",
+              "microseconds an arena wait spins on the flags before sleeping on a futex");
+
 constexpr int kSliceMs = 50;
 
 std::vector<std::string> SplitList(const std::string& s) {
@@ -106,11 +116,19 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   o.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : static_cast<size_t>(kChunkKnob.GetBytes());
   if (o.chunk_bytes < 64) o.chunk_bytes = 64;
   o.algorithm = !options.algorithm.empty() ? options.algorithm : kAlgoKnob.Get();
-  if (!o.algorithm.empty() && o.algorithm != "ring" && o.algorithm != "recursive_doubling") {
+  if (!o.algorithm.empty() && o.algorithm != "ring" && o.algorithm != "recursive_doubling" &&
+      o.algorithm != "shm_direct" && o.algorithm != "shm_chunked") {
     return InvalidArgumentError("unknown all-reduce algorithm '" + o.algorithm +
-                                "' (WEFT_ALGO): use ring or recursive_doubling");
+                                "' (WEFT_ALGO): use ring, recursive_doubling, shm_direct or "
+                                "shm_chunked");
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
+  o.shm_coll = kShmCollKnob.GetBool();
+  o.shm_coll_chunk_bytes = options.shm_coll_chunk_bytes > 0
+                               ? options.shm_coll_chunk_bytes
+                               : static_cast<size_t>(std::max<int64_t>(4096, kShmCollChunkKnob.GetBytes()));
+  o.shm_direct_max_bytes = static_cast<size_t>(kShmDirectMaxKnob.GetBytes());
+  if (o.shm_direct_max_bytes > o.shm_coll_chunk_bytes) o.shm_direct_max_bytes = o.shm_coll_chunk_bytes;
   for (const auto& t : o.transports) {
     const auto avail = transport::AvailableTransports();
     if (std::find(avail.begin(), avail.end(), t) == avail.end()) {
@@ -238,10 +256,32 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
     if (!req.ok()) return req.status();
     notice_recvs_[r] = *req;
   }
+  std::vector<int> everyone(world_size_);
+  for (int r = 0; r < world_size_; ++r) everyone[r] = r;
+  if (world_size_ > 1 && options_.shm_coll && AllPeersOverShm(everyone)) {
+    LocalArena::Config ac;
+    ac.name = "/weft-" + tjob + "-arena";
+    ac.rank = rank_;
+    ac.size = world_size_;
+    ac.slot_bytes = options_.shm_coll_chunk_bytes;
+    ac.spin_us = static_cast<int>(kShmCollSpinKnob.GetInt());
+    ac.world_ranks = everyone;
+    auto arena = LocalArena::Attach(ac, deadline);
+    if (!arena.ok()) return arena.status().WithContext("shared-memory arena");
+    root_arena_ = std::move(*arena);
+  }
   Status b = store.Barrier("connected", world_size_, deadline);
   if (!b.ok()) return b;
+  if (root_arena_) root_arena_->Unlink();  // everyone has it mapped now
   WEFT_LOG(DEBUG) << "communicator of " << world_size_ << " ranks connected (job " << job_id_ << ")";
   return Status::Ok();
+}
+
+bool CommShared::AllPeersOverShm(const std::vector<int>& world_ranks) const {
+  for (int w : world_ranks) {
+    if (w != rank_ && transport_names_[w] != "shm") return false;
+  }
+  return true;
 }
 
 CommShared::~CommShared() {
@@ -321,6 +361,27 @@ std::string OpContext::OpLabel() const {
 std::string OpContext::PeerLabel(int peer) const {
   int w = comm_.world_rank_of(peer);
   return "rank " + std::to_string(w) + " (" + comm_.shared().transport_name(w) + ")";
+}
+
+LocalArena* OpContext::arena() const { return comm_.arena(); }
+
+Status OpContext::WaitArena(bool done, uint64_t seq) {
+  LocalArena* a = comm_.arena();
+  auto check = [this]() { return comm_.shared().CheckFailed(); };
+  Status s = done ? a->WaitDone(seq, deadline_, check) : a->WaitReady(seq, deadline_, check);
+  if (s.ok()) return s;
+  if (s.code() == StatusCode::kDeadlineExceeded) {
+    double secs = static_cast<double>(comm_.shared().options().timeout_ms) / 1000.0;
+    std::ostringstream msg;
+    msg << OpLabel() << " timed out after " << secs << " s " << s.message();
+    s = DeadlineExceededError(msg.str());
+  } else if (s.code() == StatusCode::kUnavailable && s.message().find("reported by") == std::string::npos) {
+    s = s.WithContext(OpLabel());
+  } else {
+    return Status(s.code(), OpLabel() + " failed: " + s.message());
+  }
+  comm_.shared().Fail(s, -1);
+  return s;
 }
 
 Result<Pending> OpContext::SendTagged(int peer, const void* data, size_t bytes, uint64_t tag) {

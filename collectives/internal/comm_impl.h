@@ -17,6 +17,7 @@
 #include "base/deadline.h"
 #include "base/status.h"
 #include "collectives/communicator.h"
+#include "collectives/internal/local_arena.h"
 #include "rendezvous/store.h"
 #include "transport/transport.h"
 
@@ -34,6 +35,9 @@ struct ResolvedOptions {
   size_t chunk_bytes = 0;
   std::string algorithm;
   int64_t rd_max_bytes = 0;
+  bool shm_coll = true;
+  size_t shm_coll_chunk_bytes = 0;
+  size_t shm_direct_max_bytes = 0;
 };
 
 // Connections of a root communicator, shared (shared_ptr) with its split children. Owns the
@@ -59,6 +63,11 @@ class CommShared {
   // ranks not talking to the culprit fail promptly too, then aborts the transports so no late
   // message lands in a buffer the caller has taken back.
   void Fail(const Status& status, int culprit);
+  // True when every peer is reached over shared memory (one host), so a local arena may serve
+  // the communicator's collectives.
+  bool AllPeersOverShm(const std::vector<int>& world_ranks) const;
+  // The root communicator's arena, made during bootstrap (null if none); taken once.
+  std::unique_ptr<LocalArena> TakeRootArena() { return std::move(root_arena_); }
   // Keeps an object (the bootstrap store and its server) alive as long as the connections.
   void KeepAlive(std::shared_ptr<void> p) { keep_alive_.push_back(std::move(p)); }
 
@@ -75,6 +84,7 @@ class CommShared {
   std::vector<std::unique_ptr<transport::Endpoint>> endpoints_;
   std::vector<std::string> transport_names_;
   std::vector<std::string> hosts_;
+  std::unique_ptr<LocalArena> root_arena_;
 
   std::mutex mu_;
   Status failed_;
@@ -119,6 +129,11 @@ class OpContext {
     return OpContext(comm_, op_name, seq, deadline_);
   }
   const char* op_name() const { return op_name_; }
+  // The communicator's local arena, or null.
+  LocalArena* arena() const;
+  // Waits for every rank's ready (or done) flag to reach seq, bounded by the operation's
+  // deadline; a failure names the ranks and fails the communicator.
+  Status WaitArena(bool done, uint64_t seq);
   uint32_t seq() const { return seq_; }
   // "allreduce #12"
   std::string OpLabel() const;
@@ -203,6 +218,11 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   Status error();
   void Abort();
   uint32_t NextSplitIndex() { return split_count_.fetch_add(1); }
+  LocalArena* arena() const { return arena_; }
+  void SetArena(std::unique_ptr<LocalArena> a) {
+    owned_arena_ = std::move(a);
+    arena_ = owned_arena_.get();
+  }
 
  private:
   void WorkerLoop();
@@ -226,6 +246,8 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
 
   std::vector<uint8_t> scratch_[OpContext::kScratchSlots];
   std::atomic<uint32_t> split_count_{0};
+  std::unique_ptr<LocalArena> owned_arena_;
+  LocalArena* arena_ = nullptr;
 };
 
 }  // namespace weft::collectives::internal

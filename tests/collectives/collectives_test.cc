@@ -72,8 +72,15 @@ TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
   ring.algorithm = "ring";
   CommOptions rd = ring;
   rd.algorithm = "recursive_doubling";
+  CommOptions tuned = ring;  // the tuner's choice: the shared-memory arena where it applies
+  tuned.algorithm = "";
   std::atomic<int> failures{0};
-  RunRanks(n, {ring, rd}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
+  RunRanks(n, {ring, rd, tuned}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
+    if (GetParam().transport == "shm" && n > 1) {
+      // The tuned communicator must really take the intra-host arena paths.
+      EXPECT_EQ(comms[2]->AllReduceAlgorithmFor(17, DType::kFloat32), "shm_direct");
+      EXPECT_EQ(comms[2]->AllReduceAlgorithmFor(4099, DType::kFloat32), "shm_chunked");
+    }
     auto check = [&](bool ok, const std::string& what) {
       if (!ok && failures.fetch_add(1) < 10) ADD_FAILURE() << what;
     };
@@ -195,6 +202,7 @@ TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
     }
     run(comms[0]->Barrier(), "barrier");
     run(comms[1]->Barrier(), "barrier");
+    run(comms[2]->Barrier(), "barrier");
     EXPECT_TRUE(comms[0]->GetAsyncError().ok());
   });
   EXPECT_EQ(failures.load(), 0);

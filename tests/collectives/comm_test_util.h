@@ -25,6 +25,7 @@ inline CommOptions SmallOptions(const std::string& transport) {
   o.tcp_sockets_per_peer = 2;
   o.tcp_chunk_bytes = 4 << 10;
   o.listen_host = "127.0.0.1";
+  o.shm_coll_chunk_bytes = 1024;
   o.timeout_ms = 60000;
   o.init_timeout_ms = 30000;
   return o;

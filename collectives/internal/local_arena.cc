@@ -1,0 +1,191 @@
+#include "collectives/internal/local_arena.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <thread>
+
+namespace weft::collectives::internal {
+
+namespace {
+constexpr uint64_t kMagic = 0x776566742d617231ull;  // "weft-ar1"
+constexpr int kMaxRanks = 4096;
+constexpr size_t kHeaderBytes = 64 * 1024;
+}  // namespace
+
+struct LocalArena::Header {
+  std::atomic<uint64_t> magic;
+  uint32_t size;
+  uint32_t pad;
+  uint64_t slot_bytes;
+  alignas(64) std::atomic<uint32_t> sleepers;
+  alignas(64) std::atomic<uint32_t> doorbell;
+  alignas(64) std::atomic<int32_t> pids[kMaxRanks];
+};
+
+Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline deadline) {
+  if (c.size < 1 || c.size > kMaxRanks || c.rank < 0 || c.rank >= c.size || c.slot_bytes == 0) {
+    return InvalidArgumentError("local arena: bad configuration");
+  }
+  static_assert(sizeof(Header) <= kHeaderBytes);
+  std::unique_ptr<LocalArena> a(new LocalArena());
+  a->name_ = c.name;
+  a->rank_ = c.rank;
+  a->size_ = c.size;
+  a->slot_bytes_ = (c.slot_bytes + 63) / 64 * 64;
+  a->spin_us_ = c.spin_us;
+  a->bytes_ = kHeaderBytes + sizeof(RankFlags) * c.size + a->slot_bytes_ * (2 * c.size + 2);
+  UniqueFd fd;
+  if (c.rank == 0) {
+    shm_unlink(c.name.c_str());  // a leftover of a crashed job with the same id
+    fd.Reset(shm_open(c.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd.valid()) return ErrnoError("local arena: shm_open " + c.name, errno);
+    int rc = posix_fallocate(fd.get(), 0, static_cast<off_t>(a->bytes_));
+    if (rc != 0) {
+      shm_unlink(c.name.c_str());
+      return Status(StatusCode::kResourceExhausted,
+                    "local arena: cannot reserve " + std::to_string(a->bytes_ >> 20) +
+                        " MiB in /dev/shm (" + std::strerror(rc) +
+                        "); lower WEFT_SHM_COLL_CHUNK_BYTES or enlarge /dev/shm");
+    }
+  } else {
+    auto nap = std::chrono::microseconds(100);
+    while (true) {
+      fd.Reset(shm_open(c.name.c_str(), O_RDWR | O_CLOEXEC, 0600));
+      if (fd.valid()) break;
+      if (errno != ENOENT) return ErrnoError("local arena: shm_open " + c.name, errno);
+      if (deadline.Expired()) {
+        return DeadlineExceededError("local arena " + c.name + " was not created by rank 0 in time");
+      }
+      std::this_thread::sleep_for(nap);
+      nap = std::min(nap * 2, std::chrono::microseconds(20000));
+    }
+  }
+  // Wait until the creator has sized it (a segment opened too early is still empty).
+  while (true) {
+    off_t end = lseek(fd.get(), 0, SEEK_END);
+    if (end >= static_cast<off_t>(a->bytes_)) break;
+    if (deadline.Expired()) return DeadlineExceededError("local arena " + c.name + " never sized");
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  void* p = mmap(nullptr, a->bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return ErrnoError("local arena: mmap", errno);
+  a->base_ = static_cast<uint8_t*>(p);
+  a->header_ = reinterpret_cast<Header*>(a->base_);
+  if (c.rank == 0) {
+    a->header_->size = static_cast<uint32_t>(c.size);
+    a->header_->slot_bytes = a->slot_bytes_;
+    a->header_->magic.store(kMagic, std::memory_order_release);
+  } else {
+    while (a->header_->magic.load(std::memory_order_acquire) != kMagic) {
+      if (deadline.Expired()) return DeadlineExceededError("local arena " + c.name + " never initialised");
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    if (a->header_->size != static_cast<uint32_t>(c.size) || a->header_->slot_bytes != a->slot_bytes_) {
+      return FailedPreconditionError("local arena " + c.name + " has a different shape");
+    }
+  }
+  a->header_->pids[c.rank].store(static_cast<int32_t>(getpid()), std::memory_order_release);
+  a->world_ranks_ = c.world_ranks;
+  if (a->world_ranks_.size() != static_cast<size_t>(c.size)) {
+    a->world_ranks_.resize(c.size);
+    for (int r = 0; r < c.size; ++r) a->world_ranks_[r] = r;
+  }
+  a->pidfds_.resize(c.size);
+  a->pids_.assign(c.size, 0);
+  return a;
+}
+
+LocalArena::~LocalArena() {
+  Unlink();
+  if (base_) munmap(base_, bytes_);
+}
+
+void LocalArena::Unlink() {
+  if (!unlinked_ && rank_ == 0 && !name_.empty()) shm_unlink(name_.c_str());
+  unlinked_ = true;
+}
+
+LocalArena::RankFlags* LocalArena::Flags(int r) const {
+  return reinterpret_cast<RankFlags*>(base_ + kHeaderBytes) + r;
+}
+
+uint8_t* LocalArena::Slot(int r, uint64_t seq) const {
+  return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * r + (seq & 1));
+}
+
+uint8_t* LocalArena::ResultSlot(uint64_t seq) const {
+  return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * size_ + (seq & 1));
+}
+
+void LocalArena::Publish(std::atomic<uint64_t>* flag, uint64_t seq) {
+  flag->store(seq, std::memory_order_release);
+  // Pairs with the sleeper's fence: either it sees the flag, or we see it asleep and wake it.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (header_->sleepers.load(std::memory_order_relaxed) > 0) {
+    header_->doorbell.fetch_add(1, std::memory_order_relaxed);
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header_->doorbell), FUTEX_WAKE, INT_MAX,
+            nullptr, nullptr, 0);
+  }
+}
+
+bool LocalArena::AllReached(bool done, uint64_t seq) const {
+  for (int r = 0; r < size_; ++r) {
+    const auto& f = done ? Flags(r)->done : Flags(r)->ready;
+    if (f.load(std::memory_order_acquire) < seq) return false;
+  }
+  return true;
+}
+
+Status LocalArena::SleepOnce(bool done, uint64_t seq) {
+  uint32_t bell = header_->doorbell.load(std::memory_order_relaxed);
+  header_->sleepers.fetch_add(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!AllReached(done, seq)) {
+    timespec ts{0, 10 * 1000 * 1000};  // 10 ms: bounds how late death or a deadline is noticed
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header_->doorbell), FUTEX_WAIT, bell, &ts,
+            nullptr, 0);
+  }
+  header_->sleepers.fetch_sub(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+std::string LocalArena::Missing(bool done, uint64_t seq, bool* dead) const {
+  std::string out;
+  auto* self = const_cast<LocalArena*>(this);
+  for (int r = 0; r < size_; ++r) {
+    const auto& f = done ? Flags(r)->done : Flags(r)->ready;
+    if (f.load(std::memory_order_acquire) >= seq) continue;
+    int pid = header_->pids[r].load(std::memory_order_acquire);
+    bool gone = false;
+    if (pid > 0) {
+      if (self->pids_[r] != pid) {
+        self->pids_[r] = pid;
+        self->pidfds_[r].Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+      }
+      if (self->pidfds_[r].valid()) {
+        pollfd p{self->pidfds_[r].get(), POLLIN, 0};
+        gone = poll(&p, 1, 0) > 0;
+      } else {
+        gone = kill(pid, 0) != 0 && errno == ESRCH;
+      }
+    }
+    if (gone) {
+      *dead = true;
+      return "rank " + std::to_string(world_ranks_[r]) + " (pid " + std::to_string(pid) +
+             ") exited";
+    }
+    out += (out.empty() ? "rank " : ", ") + std::to_string(world_ranks_[r]);
+  }
+  return out;
+}
+
+}  // namespace weft::collectives::internal
