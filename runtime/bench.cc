@@ -50,7 +50,8 @@ const char* kUsage =
     "  -w, --warmup_iters N  untimed iterations per size (default 5)\n"
     "  -c, --check 0|1       verify results, counting wrong elements (default 1)\n"
     "  --latency             OSU-style: time every iteration on its own, report p50 and p99\n"
-    "                        (time column = p50) instead of the mean of a pipelined window\n"
+    "                        (time column = p50) instead of the mean of a pipelined window;\n"
+    "                        10x iterations up to 64K, 2x up to 4M, half above\n"
     "  --explain             print the transport and algorithm chosen for each size and why\n"
     "  --json                one JSON object per size instead of the table\n";
 
@@ -202,9 +203,14 @@ class Runner {
     }
     auto t0 = std::chrono::steady_clock::now();
     if (o_.latency) {
-      // Each iteration alone, as OSU does; the previous iteration synchronises the ranks.
-      std::vector<double> t(o_.iters);
-      for (int i = 0; i < o_.iters; ++i) {
+      // Each iteration alone, as OSU does; the previous iteration synchronises the ranks. Many
+      // iterations for small messages, few for large (the baselines in bench/ do the same).
+      const int64_t bytes = count * static_cast<int64_t>(es_);
+      const int iters = bytes <= (64 << 10) ? o_.iters * 10
+                        : bytes <= (4 << 20) ? o_.iters * 2
+                                             : std::max(3, o_.iters / 2);
+      std::vector<double> t(iters);
+      for (int i = 0; i < iters; ++i) {
         auto a = std::chrono::steady_clock::now();
         Status s = run_once();
         t[i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count();

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages weft's build, tests and demo need. Idempotent: when everything is
 # present it only checks and says nothing. Run as root (or with sudo available).
+#   scripts/setup.sh          build, tests, demo
+#   scripts/setup.sh bench    also the peers and tools scripts/bench.sh compares against
 set -euo pipefail
 
 packages=(
@@ -10,6 +12,14 @@ packages=(
   iproute2          # ip netns for multi-host tests
   procps            # ps/pgrep used by a few tests' diagnostics
 )
+
+bench_packages=(
+  libopenmpi-dev openmpi-bin  # the Open MPI baseline (MPI_Allreduce, mpirun)
+  libgloo-dev                 # the Gloo baseline
+  gnuplot-nox                 # the benchmark plots
+  python3                     # the benchmark report
+)
+if [ "${1:-}" = "bench" ]; then packages+=("${bench_packages[@]}"); fi
 
 missing=()
 for p in "${packages[@]}"; do

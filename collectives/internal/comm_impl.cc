@@ -30,7 +30,7 @@ WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",
               "per-job secret authenticating every connection (set by launchers; else made by "
               "rank 0 and shared through the store)");
 
-WEFT_ENV_KNOB(kProgressPollKnob, "WEFT_PROGRESS_POLL_US", "200",
+WEFT_ENV_KNOB(kProgressPollKnob, "WEFT_PROGRESS_POLL_US", "500",
               "how often a communicator's worker looks for operations nobody is waiting on");
 
 WEFT_ENV_KNOB(kShmCollKnob, "WEFT_SHM_COLL", "1",

@@ -4,6 +4,8 @@
 // is plain loads and stores, no system call; waiters spin briefly, then sleep on a futex.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -99,15 +101,21 @@ class LocalArena {
 template <typename Check>
 Status LocalArena::WaitAll(bool done, uint64_t seq, Deadline deadline, Check& check) {
   if (AllReached(done, seq)) return Status::Ok();
-  // Spin first: with the peers running on other cores the flags flip within a microsecond.
+  // Spin first: with the peers running on other cores the flags flip within a microsecond. After
+  // a short pure spin, yield between polls: with more ranks than cores the peer we wait for may
+  // need this very core.
   const auto spin_until = Clock::now() + std::chrono::microseconds(spin_us_);
   int polls = 0;
   while (true) {
     if (AllReached(done, seq)) return Status::Ok();
+    if (++polls < 256) {
 #if defined(__x86_64__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
-    if (++polls % 64 == 0 && Clock::now() >= spin_until) break;
+    } else {
+      sched_yield();
+    }
+    if (polls % 16 == 0 && Clock::now() >= spin_until) break;
   }
   while (!AllReached(done, seq)) {
     WEFT_RETURN_IF_ERROR(SleepOnce(done, seq));

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runs weft side by side with Open MPI and Gloo on this machine, interleaved (A B A B ...) and
+# repeated, and writes a markdown table, a JSON summary and PNG plots (medians with min-max):
+#   float32 sum all-reduce, 2 and 4 ranks, shared memory and TCP over loopback, 8 B .. 256 MiB;
+#   broadcast, all-gather and reduce-scatter at 1 MiB and 64 MiB; the machine's limits (memory
+#   bandwidth with two streams, loopback TCP throughput).
+#   scripts/bench.sh [--repeats N] [--quick] [--out DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repeats=3
+max=256M
+out=bench/results/latest
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --repeats) repeats=$2; shift 2 ;;
+    --quick) repeats=1; max=16M; shift ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "usage: scripts/bench.sh [--repeats N] [--quick] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+
+scripts/setup.sh bench
+scripts/build.sh
+bin=build/bin
+mkdir -p "$out"
+raw="$out/raw.jsonl"
+: > "$raw"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI in its usual single-node configuration (ob1 with the shared-memory or TCP BTL), so the
+# UCX PML installed for other benchmarks does not take over.
+mpi_shm=(mpirun --oversubscribe -np NP --mca pml ob1 --mca btl vader,self)
+mpi_tcp=(mpirun --oversubscribe -np NP --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include lo)
+sweep=(-b 8 -e "$max" -f 4)
+
+# Adds the transport and repeat to each JSON line a program prints.
+tag() { sed -n "s/^{/{\"transport\":\"$1\",\"repeat\":$2,/p" >> "$raw"; }
+
+weft_run() {  # np transport repeat collective args...
+  local np=$1 t=$2 r=$3 coll=$4; shift 4
+  timeout 600 "$bin/weft" run -n "$np" --no-prefix --transport "$t" -- \
+    "$bin/weft" bench "$coll" --latency --json -n 10 -w 3 "$@" | tag "$t" "$r"
+}
+mpi_run() {  # np transport repeat collective args...
+  local np=$1 t=$2 r=$3 coll=$4; shift 4
+  local cmd
+  if [ "$t" = shm ]; then cmd=("${mpi_shm[@]}"); else cmd=("${mpi_tcp[@]}"); fi
+  cmd=("${cmd[@]/NP/$np}")
+  timeout 600 "${cmd[@]}" "$bin/bench_mpi" "$coll" -n 10 "$@" | tag "$t" "$r"
+}
+gloo_run() {  # np repeat collective args...
+  local np=$1 r=$2 coll=$3; shift 3
+  local dir
+  dir=$(mktemp -d)
+  local pids=()
+  for ((i = 0; i < np; i++)); do
+    timeout 600 "$bin/bench_gloo" "$i" "$np" "$dir" "$coll" -n 10 "$@" > "$dir/out.$i" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  tag tcp "$r" < "$dir/out.0"
+  rm -rf "$dir"
+}
+
+echo "bench: limits"
+for r in $(seq "$repeats"); do
+  "$bin/bench_membw" 2 64 5 | tag none "$r"
+  "$bin/bench_tcp_throughput" 1 256 3 | tag tcp "$r"
+  "$bin/bench_tcp_throughput" 4 256 3 | tag tcp "$r"
+done
+
+for r in $(seq "$repeats"); do
+  for np in 2 4; do
+    echo "bench: repeat $r/$repeats, all-reduce, $np ranks"
+    weft_run "$np" shm "$r" allreduce "${sweep[@]}"
+    mpi_run "$np" shm "$r" allreduce "${sweep[@]}"
+    weft_run "$np" tcp "$r" allreduce "${sweep[@]}"
+    mpi_run "$np" tcp "$r" allreduce "${sweep[@]}"
+    gloo_run "$np" "$r" allreduce "${sweep[@]}"
+  done
+  echo "bench: repeat $r/$repeats, broadcast / all-gather / reduce-scatter"
+  for np in 2 4; do
+    for coll in broadcast allgather reducescatter; do
+      weft_run "$np" shm "$r" "$coll" -b 1M -e 64M -f 64
+      mpi_run "$np" shm "$r" "$coll" -b 1M -e 64M -f 64
+      weft_run "$np" tcp "$r" "$coll" -b 1M -e 64M -f 64
+      mpi_run "$np" tcp "$r" "$coll" -b 1M -e 64M -f 64
+    done
+  done
+done
+
+python3 scripts/bench_report.py "$out"
+echo "bench: wrote $out/report.md, $out/summary.json and $out/*.png"

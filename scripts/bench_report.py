@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Summarises scripts/bench.sh's raw.jsonl: medians (with min-max) over repeats for each library,
+transport, rank count, collective and size; ratios against Open MPI and Gloo; the targets of the
+performance issue checked against the machine's limits; a markdown report, a JSON summary and
+gnuplot PNGs. Usage: bench_report.py OUTDIR"""
+import collections
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+out = sys.argv[1]
+rows = [json.loads(l) for l in open(os.path.join(out, "raw.jsonl")) if l.strip()]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+# Limits.
+copy = [r["copy_gbps"] for r in rows if r.get("lib") == "membw"]
+tcp1 = [r["gbps"] for r in rows if r.get("lib") == "tcp_loopback" and r["sockets"] == 1]
+tcp4 = [r["gbps"] for r in rows if r.get("lib") == "tcp_loopback" and r["sockets"] == 4]
+# Two ranks each read their input and write their output at least once: 2N bytes of memory
+# traffic per rank for an N-byte all-reduce (slots and peers' data may stay in cache), so busbw
+# (= algbw for two ranks) cannot exceed half the per-stream copy bandwidth.
+mem_bound = med(copy) / 2 if copy else float("nan")
+
+# Measurements: key -> list of (p50, busbw) over repeats.
+series = collections.defaultdict(list)
+for r in rows:
+    if "collective" not in r:
+        continue
+    lib = r["lib"]
+    algo = r.get("algo", "")
+    key = (r["collective"], r["transport"], r["ranks"], lib, algo if lib == "gloo" else "", r["size"])
+    series[key].append((r["p50_us"], r["busbw"], r.get("p99_us", 0.0)))
+
+
+def stat(coll, transport, ranks, lib, size, algo=""):
+    v = series.get((coll, transport, ranks, lib, algo, size))
+    if not v:
+        return None
+    p50 = [x[0] for x in v]
+    bw = [x[1] for x in v]
+    return {"p50": med(p50), "p50_min": min(p50), "p50_max": max(p50), "busbw": med(bw),
+            "busbw_min": min(bw), "busbw_max": max(bw), "n": len(v)}
+
+
+def gloo_best(coll, ranks, size):
+    best = None
+    for key in series:
+        if key[0] == coll and key[2] == ranks and key[3] == "gloo" and key[5] == size:
+            s = stat(coll, "tcp", ranks, "gloo", size, key[4])
+            if s and (best is None or s["busbw"] > best[1]["busbw"]):
+                best = (key[4], s)
+    return best
+
+
+def sizes(coll, transport, ranks):
+    return sorted({k[5] for k in series if k[0] == coll and k[1] == transport and k[2] == ranks})
+
+
+def fmt_size(b):
+    for unit, f in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= f and b % f == 0:
+            return f"{b // f} {unit}"
+    return f"{b} B"
+
+
+def cell(s, field="p50", digits=2):
+    if not s:
+        return "-"
+    lo, hi = s[field + "_min"], s[field + "_max"]
+    return f"{s[field]:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
+lines = []
+summary = {"date": datetime.date.today().isoformat(), "machine": {}, "limits": {}, "tables": {},
+           "targets": []}
+cpu = "unknown"
+try:
+    for l in open("/proc/cpuinfo"):
+        if l.startswith("model name"):
+            cpu = l.split(":", 1)[1].strip()
+            break
+except OSError:
+    pass
+summary["machine"] = {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
+summary["limits"] = {"copy_gbps_per_stream": med(copy), "allreduce2_mem_bound_busbw": mem_bound,
+                     "tcp_loopback_1_socket_gbps": med(tcp1), "tcp_loopback_4_sockets_gbps": med(tcp4)}
+lines.append(f"# weft vs Open MPI and Gloo — {summary['date']}")
+lines.append("")
+lines.append(f"Machine: {cpu}, {os.cpu_count()} cores, kernel {platform.release()}. Medians of "
+             f"{max((s['n'] for s in [stat(*k[:4], k[5], k[4]) for k in series] if s), default=0)} "
+             "interleaved repeats, min–max in parentheses; time is the slowest rank's per-iteration p50.")
+lines.append("")
+lines.append("Limits measured in the same run: memory copy bandwidth per stream with two streams "
+             f"**{med(copy):.1f} GB/s** (so a 2-rank all-reduce's bus bandwidth is bounded by "
+             f"**{mem_bound:.1f} GB/s**: each rank must at least read its input and write its "
+             f"output); loopback TCP **{med(tcp1):.2f} GB/s** with one socket, **{med(tcp4):.2f} GB/s** "
+             "with four.")
+lines.append("")
+
+targets = summary["targets"]
+
+
+def target(name, ok, detail):
+    targets.append({"target": name, "met": bool(ok), "detail": detail})
+
+
+for transport in ("shm", "tcp"):
+    for ranks in (2, 4):
+        ss = sizes("allreduce", transport, ranks)
+        if not ss:
+            continue
+        title = f"All-reduce, float32 sum, {ranks} ranks, {'shared memory' if transport == 'shm' else 'TCP loopback'}"
+        lines.append(f"## {title}")
+        lines.append("")
+        hdr = "| size | weft p50 µs | Open MPI p50 µs |"
+        sep = "|---:|---:|---:|"
+        if transport == "tcp":
+            hdr += " Gloo best p50 µs (algo) |"
+            sep += "---:|"
+        hdr += " weft busbw GB/s | Open MPI busbw GB/s | weft / Open MPI |"
+        sep += "---:|---:|---:|"
+        if transport == "tcp":
+            hdr += " weft / Gloo best |"
+            sep += "---:|"
+        if transport == "shm" and ranks == 2:
+            hdr += " % of memory bound |"
+            sep += "---:|"
+        lines += [hdr, sep]
+        table = []
+        for size in ss:
+            w = stat("allreduce", transport, ranks, "weft", size)
+            m = stat("allreduce", transport, ranks, "openmpi", size)
+            g = gloo_best("allreduce", ranks, size) if transport == "tcp" else None
+            ratio = (w["busbw"] / m["busbw"]) if w and m and m["busbw"] > 0 else (m["p50"] / w["p50"] if w and m else float("nan"))
+            row = f"| {fmt_size(size)} | {cell(w)} | {cell(m)} |"
+            if transport == "tcp":
+                row += f" {cell(g[1]) + ' ' + g[0] if g else '-'} |"
+            row += f" {cell(w, 'busbw', 3)} | {cell(m, 'busbw', 3)} | {ratio:.2f}× |"
+            gr = None
+            if transport == "tcp":
+                gr = (w["busbw"] / g[1]["busbw"]) if w and g and g[1]["busbw"] > 0 else float("nan")
+                row += f" {gr:.2f}× |"
+            if transport == "shm" and ranks == 2:
+                row += f" {100 * w['busbw'] / mem_bound:.0f}% |" if w else " - |"
+            lines.append(row)
+            table.append({"size": size, "weft": w, "openmpi": m,
+                          "gloo_best": {"algo": g[0], **g[1]} if g else None})
+            # Targets (issue: benchmarks side by side with Open MPI and Gloo).
+            if not (w and m):
+                continue
+            lat_ratio = w["p50"] / m["p50"]
+            if transport == "shm" and ranks == 2 and size == 8:
+                target("shm 2 ranks: 8 B latency no worse than Open MPI", lat_ratio <= 1.0,
+                       f"weft {w['p50']:.2f} µs vs Open MPI {m['p50']:.2f} µs")
+            if transport == "shm" and ranks == 2 and size in (16 << 20, 64 << 20, 256 << 20):
+                target(f"shm 2 ranks: busbw at {fmt_size(size)} >= 2x Open MPI", ratio >= 2.0,
+                       f"{ratio:.2f}x ({w['busbw']:.2f} vs {m['busbw']:.2f} GB/s)")
+                target(f"shm 2 ranks: busbw at {fmt_size(size)} >= 40% of the memory bound",
+                       w["busbw"] >= 0.4 * mem_bound,
+                       f"{100 * w['busbw'] / mem_bound:.0f}% ({w['busbw']:.2f} of {mem_bound:.2f} GB/s)")
+            if transport == "tcp" and ranks == 2 and size == 8:
+                target("tcp 2 ranks: 8 B latency no worse than Open MPI TCP", lat_ratio <= 1.0,
+                       f"weft {w['p50']:.2f} µs vs Open MPI {m['p50']:.2f} µs")
+            if transport == "tcp" and ranks == 2 and size == 64 << 20:
+                target("tcp 2 ranks: busbw at 64 MiB >= 1.5x Gloo's best", gr is not None and gr >= 1.5,
+                       f"{gr:.2f}x vs Gloo {g[0] if g else '?'}")
+                target("tcp 2 ranks: busbw at 64 MiB >= 2x Open MPI TCP", ratio >= 2.0, f"{ratio:.2f}x")
+            if ranks == 4:
+                target(f"4 ranks {transport}: {fmt_size(size)} no slower than Open MPI", lat_ratio <= 1.0,
+                       f"weft {w['p50']:.1f} µs vs Open MPI {m['p50']:.1f} µs")
+        summary["tables"][f"allreduce_{transport}_{ranks}"] = table
+        lines.append("")
+
+lines.append("## Broadcast, all-gather, reduce-scatter (p50 µs, weft / Open MPI)")
+lines.append("")
+lines.append("| collective | transport | ranks | size | weft p50 µs | Open MPI p50 µs | Open MPI / weft time |")
+lines.append("|---|---|---:|---:|---:|---:|---:|")
+for coll in ("broadcast", "allgather", "reducescatter"):
+    for transport in ("shm", "tcp"):
+        for ranks in (2, 4):
+            for size in sizes(coll, transport, ranks):
+                w = stat(coll, transport, ranks, "weft", size)
+                m = stat(coll, transport, ranks, "openmpi", size)
+                if not (w and m):
+                    continue
+                speed = m["p50"] / w["p50"]
+                lines.append(f"| {coll} | {transport} | {ranks} | {fmt_size(size)} | {cell(w)} | {cell(m)} | {speed:.2f}× |")
+                target(f"{coll} {transport} {ranks} ranks {fmt_size(size)}: no slower than Open MPI",
+                       speed >= 1.0, f"{speed:.2f}x")
+lines.append("")
+lines.append("## Targets")
+lines.append("")
+met = sum(t["met"] for t in targets)
+lines.append(f"{met} of {len(targets)} met.")
+lines.append("")
+for t in targets:
+    lines.append(f"- {'met' if t['met'] else 'MISSED'}: {t['target']} — {t['detail']}")
+lines.append("")
+
+open(os.path.join(out, "report.md"), "w").write("\n".join(lines) + "\n")
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1, default=str)
+
+# Plots: busbw and latency against size, one line per library, for the 2-rank runs.
+for transport in ("shm", "tcp"):
+    libs = [("weft", ""), ("openmpi", "")]
+    if transport == "tcp":
+        libs += [("gloo", a) for a in sorted({k[4] for k in series if k[3] == "gloo"})]
+    datafiles = []
+    for lib, algo in libs:
+        path = os.path.join(out, f"plot_{transport}_{lib}{'_' + algo if algo else ''}.dat")
+        with open(path, "w") as f:
+            for size in sizes("allreduce", transport, 2):
+                s = stat("allreduce", transport, 2, lib, size, algo)
+                if s:
+                    f.write(f"{size} {s['busbw']} {s['p50']}\n")
+        datafiles.append((path, lib + (" " + algo if algo else "")))
+    for what, col, ylabel, logy in (("busbw", 2, "bus bandwidth (GB/s)", False), ("latency", 3, "p50 time (µs)", True)):
+        png = os.path.join(out, f"allreduce_{transport}_2ranks_{what}.png")
+        plots = ", ".join(f"'{p}' using 1:{col} with linespoints title '{t}'" for p, t in datafiles)
+        script = (f"set terminal pngcairo size 900,540\nset output '{png}'\nset logscale x 2\n"
+                  + ("set logscale y 10\n" if logy else "")
+                  + f"set xlabel 'message size (bytes)'\nset ylabel '{ylabel}'\nset key left top\n"
+                  f"set title 'all-reduce, 2 ranks, {transport}, {summary['date']}'\nplot {plots}\n")
+        try:
+            subprocess.run(["gnuplot"], input=script.encode(), check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            print(f"bench_report: gnuplot failed: {e}", file=sys.stderr)
+print("\n".join(lines))
