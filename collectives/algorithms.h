@@ -23,6 +23,13 @@ Status AllReduceShmDirect(OpContext& ctx, const void* sendbuf, void* recvbuf, si
                           DType dtype, ReduceOp op);
 Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                            DType dtype, ReduceOp op);
+Status BroadcastShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
+                    int root);
+Status AllGatherShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t sendcount,
+                    DType dtype);
+Status ReduceScatterShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t recvcount,
+                        DType dtype, ReduceOp op);
+Status BarrierShm(OpContext& ctx);
 Status ReduceBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
                       ReduceOp op, int root);
 Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

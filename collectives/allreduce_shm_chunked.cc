@@ -1,10 +1,10 @@
 // All-reduce for large messages among ranks of one host, through the local arena.
 //   Schedule, per chunk of the vector (one arena slot): every rank copies its chunk into its slot
 //   and raises ready; when all are up, rank r reduces sub-block r of the chunk across all n slots
-//   (in rank order) straight into the shared result, and raises done; when all are done, every
-//   rank copies the whole reduced chunk to its output. Slots alternate by parity, so the next
-//   chunk's copy-in overlaps the slowest rank's copy-out. The reduction reads the slots where
-//   the peers wrote them: reduction fused with the transfer, one copy in, one copy out.
+//   (in rank order) straight into the shared result buffer and raises part; when all parts are
+//   up, every rank copies the whole reduced chunk to its output and raises done. Slots alternate
+//   by parity, so one chunk's copy-out overlaps the next chunk's copy-in. The reduction reads the
+//   slots where the peers wrote them: reduction fused with the transfer, one copy in, one out.
 //   Cost per rank: 2·α_cacheline per chunk + N/B_copy (in) + N/B_reduce + N/B_copy (out).
 #include <algorithm>
 #include <cstring>
@@ -15,6 +15,8 @@
 #include "collectives/internal/ring_pipeline.h"
 
 namespace weft::collectives {
+
+using Flag = internal::LocalArena::Flag;
 
 Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                            DType dtype, ReduceOp op) {
@@ -27,9 +29,10 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = std::min(chunk, count - off);
     const uint64_t seq = arena.NextSeq();
+    WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
     std::memcpy(arena.Slot(rank, seq), in + off * es, len * es);
-    arena.SetReady(seq);
-    WEFT_RETURN_IF_ERROR(ctx.WaitArena(/*done=*/false, seq));
+    arena.Set(Flag::kReady, seq);
+    WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
     const internal::Block b = internal::EvenBlocks(len, n)[rank];
     if (b.count > 0) {
       uint8_t* res = arena.ResultSlot(seq) + b.offset * es;
@@ -42,9 +45,10 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
       }
       if (op == ReduceOp::kAvg) DivideByCount(dtype, res, b.count, n);
     }
-    arena.SetDone(seq);
-    WEFT_RETURN_IF_ERROR(ctx.WaitArena(/*done=*/true, seq));
+    arena.Set(Flag::kPart, seq);
+    WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kPart, seq));
     std::memcpy(out + off * es, arena.ResultSlot(seq), len * es);
+    arena.Set(Flag::kDone, seq);
   }
   return Status::Ok();
 }

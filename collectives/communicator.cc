@@ -358,7 +358,8 @@ Result<Work> Communicator::Broadcast(const void* sendbuf, void* recvbuf, int64_t
     WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
   }
   return impl_->Issue("broadcast", true, [=](internal::OpContext& ctx) {
-    return BroadcastBinomial(ctx, sendbuf, recvbuf, count, dtype, root);
+    return ctx.arena() ? BroadcastShm(ctx, sendbuf, recvbuf, count, dtype, root)
+                       : BroadcastBinomial(ctx, sendbuf, recvbuf, count, dtype, root);
   });
 }
 
@@ -373,7 +374,8 @@ Result<Work> Communicator::AllGather(const void* sendbuf, void* recvbuf, int64_t
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, block, recvbuf, block * world_size(),
                                  static_cast<uint8_t*>(recvbuf) + block * rank()));
   return impl_->Issue("allgather", true, [=](internal::OpContext& ctx) {
-    return AllGatherRing(ctx, sendbuf, recvbuf, sendcount, dtype);
+    return ctx.arena() ? AllGatherShm(ctx, sendbuf, recvbuf, sendcount, dtype)
+                       : AllGatherRing(ctx, sendbuf, recvbuf, sendcount, dtype);
   });
 }
 
@@ -389,7 +391,8 @@ Result<Work> Communicator::ReduceScatter(const void* sendbuf, void* recvbuf, int
   WEFT_RETURN_IF_ERROR(c.Overlap(recvbuf, block, sendbuf, block * world_size(),
                                  static_cast<const uint8_t*>(sendbuf) + block * rank()));
   return impl_->Issue("reducescatter", true, [=](internal::OpContext& ctx) {
-    return ReduceScatterRing(ctx, sendbuf, recvbuf, recvcount, dtype, op);
+    return ctx.arena() ? ReduceScatterShm(ctx, sendbuf, recvbuf, recvcount, dtype, op)
+                       : ReduceScatterRing(ctx, sendbuf, recvbuf, recvcount, dtype, op);
   });
 }
 
@@ -444,8 +447,9 @@ Result<Work> Communicator::Scatter(const void* sendbuf, void* recvbuf, int64_t r
 }
 
 Result<Work> Communicator::Barrier() {
-  return impl_->Issue("barrier", true,
-                      [](internal::OpContext& ctx) { return BarrierDissemination(ctx); });
+  return impl_->Issue("barrier", true, [](internal::OpContext& ctx) {
+    return ctx.arena() ? BarrierShm(ctx) : BarrierDissemination(ctx);
+  });
 }
 
 Result<Work> Communicator::Send(const void* buf, int64_t count, DType dtype, int peer, int tag) {

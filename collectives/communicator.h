@@ -70,6 +70,8 @@ struct CommOptions {
   std::string listen_host;
   // Slot size of the intra-host shared-memory arena; 0 takes WEFT_SHM_COLL_CHUNK_BYTES.
   size_t shm_coll_chunk_bytes = 0;
+  // Whether ranks sharing a host use the arena: 1 yes, 0 no, -1 takes WEFT_SHM_COLL.
+  int shm_coll = -1;
 };
 
 // NCCL-style unique id: made by one rank (GetUniqueId starts a store server in that process) and

@@ -123,7 +123,7 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                                 "shm_chunked");
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
-  o.shm_coll = kShmCollKnob.GetBool();
+  o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
   o.shm_coll_chunk_bytes = options.shm_coll_chunk_bytes > 0
                                ? options.shm_coll_chunk_bytes
                                : static_cast<size_t>(std::max<int64_t>(4096, kShmCollChunkKnob.GetBytes()));
@@ -365,10 +365,14 @@ std::string OpContext::PeerLabel(int peer) const {
 
 LocalArena* OpContext::arena() const { return comm_.arena(); }
 
-Status OpContext::WaitArena(bool done, uint64_t seq) {
+Status OpContext::ArenaWritable(uint64_t seq) {
+  return seq <= 2 ? Status::Ok() : WaitArena(LocalArena::Flag::kDone, seq - 2);
+}
+
+Status OpContext::WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank) {
   LocalArena* a = comm_.arena();
   auto check = [this]() { return comm_.shared().CheckFailed(); };
-  Status s = done ? a->WaitDone(seq, deadline_, check) : a->WaitReady(seq, deadline_, check);
+  Status s = a->Wait(flag, seq, deadline_, check, only_rank);
   if (s.ok()) return s;
   if (s.code() == StatusCode::kDeadlineExceeded) {
     double secs = static_cast<double>(comm_.shared().options().timeout_ms) / 1000.0;

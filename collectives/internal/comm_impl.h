@@ -131,9 +131,11 @@ class OpContext {
   const char* op_name() const { return op_name_; }
   // The communicator's local arena, or null.
   LocalArena* arena() const;
-  // Waits for every rank's ready (or done) flag to reach seq, bounded by the operation's
-  // deadline; a failure names the ranks and fails the communicator.
-  Status WaitArena(bool done, uint64_t seq);
+  // Waits for every rank's (or only `only_rank`'s) arena flag to reach seq, bounded by the
+  // operation's deadline; a failure names the ranks and fails the communicator.
+  Status WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank = -1);
+  // Waits until this rank may write its slot and the result buffer for step seq.
+  Status ArenaWritable(uint64_t seq);
   uint32_t seq() const { return seq_; }
   // "allreduce #12"
   std::string OpLabel() const;

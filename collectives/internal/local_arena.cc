@@ -115,6 +115,7 @@ void LocalArena::Unlink() {
 }
 
 LocalArena::RankFlags* LocalArena::Flags(int r) const {
+  static_assert(sizeof(RankFlags) == 192);
   return reinterpret_cast<RankFlags*>(base_ + kHeaderBytes) + r;
 }
 
@@ -137,33 +138,32 @@ void LocalArena::Publish(std::atomic<uint64_t>* flag, uint64_t seq) {
   }
 }
 
-bool LocalArena::AllReached(bool done, uint64_t seq) const {
+bool LocalArena::AllReached(Flag f, uint64_t seq, int only_rank) const {
+  if (only_rank >= 0) return Cell(only_rank, f).load(std::memory_order_acquire) >= seq;
   for (int r = 0; r < size_; ++r) {
-    const auto& f = done ? Flags(r)->done : Flags(r)->ready;
-    if (f.load(std::memory_order_acquire) < seq) return false;
+    if (Cell(r, f).load(std::memory_order_acquire) < seq) return false;
   }
   return true;
 }
 
-Status LocalArena::SleepOnce(bool done, uint64_t seq) {
+void LocalArena::SleepOnce(Flag f, uint64_t seq, int only_rank) {
   uint32_t bell = header_->doorbell.load(std::memory_order_relaxed);
   header_->sleepers.fetch_add(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!AllReached(done, seq)) {
+  if (!AllReached(f, seq, only_rank)) {
     timespec ts{0, 10 * 1000 * 1000};  // 10 ms: bounds how late death or a deadline is noticed
     syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header_->doorbell), FUTEX_WAIT, bell, &ts,
             nullptr, 0);
   }
   header_->sleepers.fetch_sub(1, std::memory_order_relaxed);
-  return Status::Ok();
 }
 
-std::string LocalArena::Missing(bool done, uint64_t seq, bool* dead) const {
+std::string LocalArena::Missing(Flag f, uint64_t seq, int only_rank, bool* dead) const {
   std::string out;
   auto* self = const_cast<LocalArena*>(this);
   for (int r = 0; r < size_; ++r) {
-    const auto& f = done ? Flags(r)->done : Flags(r)->ready;
-    if (f.load(std::memory_order_acquire) >= seq) continue;
+    if (only_rank >= 0 && r != only_rank) continue;
+    if (Cell(r, f).load(std::memory_order_acquire) >= seq) continue;
     int pid = header_->pids[r].load(std::memory_order_acquire);
     bool gone = false;
     if (pid > 0) {

@@ -45,43 +45,49 @@ class LocalArena {
   size_t slot_bytes() const { return slot_bytes_; }
 
   // Starts the next step: returns its sequence number (1, 2, ...); parity = seq & 1 picks the
-  // slot. A step's slots may be reused two steps later, once every rank has passed the next one.
+  // slot and result buffer.
   uint64_t NextSeq() { return ++seq_; }
   uint8_t* Slot(int rank, uint64_t seq) const;
   uint8_t* ResultSlot(uint64_t seq) const;
 
-  // Flags: `ready` says a rank's slot for seq is written; `done` says its part of the result is.
-  void SetReady(uint64_t seq) { Publish(&Flags(rank_)->ready, seq); }
-  void SetDone(uint64_t seq) { Publish(&Flags(rank_)->done, seq); }
-  // Waits until every rank's flag reaches seq. `check` is called now and then while sleeping; a
-  // non-OK status from it ends the wait. The error names the ranks that did not arrive.
+  // Each rank's flags, one cache line each, raised to a step's sequence number:
+  //   kReady: its slot for the step is written;
+  //   kPart:  its part of the step's result buffer is written;
+  //   kDone:  it has finished reading everything of this step (and of every earlier one).
+  // Every algorithm raises kDone for every step it takes, even one where it reads nothing. The
+  // rule that keeps all algorithms safe with each other: before writing its slot or the result
+  // buffer for step s, a rank waits until every rank is done with step s-2 (same parity).
+  enum class Flag { kReady = 0, kPart = 1, kDone = 2 };
+  void Set(Flag f, uint64_t seq) { Publish(&Cell(rank_, f), seq); }
+  // Waits until every rank's flag (or only `only_rank`'s) reaches seq. `check` is called now and
+  // then while sleeping; a non-OK status from it ends the wait. Errors name the ranks missing.
   template <typename Check>
-  Status WaitReady(uint64_t seq, Deadline deadline, Check&& check) {
-    return WaitAll(/*done=*/false, seq, deadline, check);
-  }
+  Status Wait(Flag f, uint64_t seq, Deadline deadline, Check&& check, int only_rank = -1);
   template <typename Check>
-  Status WaitDone(uint64_t seq, Deadline deadline, Check&& check) {
-    return WaitAll(/*done=*/true, seq, deadline, check);
+  Status WaitWritable(uint64_t seq, Deadline deadline, Check&& check) {
+    return seq <= 2 ? Status::Ok() : Wait(Flag::kDone, seq - 2, deadline, check);
   }
 
  private:
-  struct alignas(64) RankFlags {
-    std::atomic<uint64_t> ready;
-    char pad0[56];
-    std::atomic<uint64_t> done;
-    char pad1[56];
+  struct alignas(64) FlagLine {
+    std::atomic<uint64_t> value;
+    char pad[56];
+  };
+  struct RankFlags {
+    FlagLine line[3];
   };
   struct Header;
 
   LocalArena() = default;
   RankFlags* Flags(int r) const;
+  std::atomic<uint64_t>& Cell(int r, Flag f) const {
+    return Flags(r)->line[static_cast<int>(f)].value;
+  }
   void Publish(std::atomic<uint64_t>* flag, uint64_t seq);
-  bool AllReached(bool done, uint64_t seq) const;
+  bool AllReached(Flag f, uint64_t seq, int only_rank) const;
   // Ranks whose flag has not reached seq, and whether any of them has exited.
-  std::string Missing(bool done, uint64_t seq, bool* dead) const;
-  template <typename Check>
-  Status WaitAll(bool done, uint64_t seq, Deadline deadline, Check& check);
-  Status SleepOnce(bool done, uint64_t seq);
+  std::string Missing(Flag f, uint64_t seq, int only_rank, bool* dead) const;
+  void SleepOnce(Flag f, uint64_t seq, int only_rank);
 
   std::string name_;
   int rank_ = 0;
@@ -99,15 +105,15 @@ class LocalArena {
 };
 
 template <typename Check>
-Status LocalArena::WaitAll(bool done, uint64_t seq, Deadline deadline, Check& check) {
-  if (AllReached(done, seq)) return Status::Ok();
+Status LocalArena::Wait(Flag f, uint64_t seq, Deadline deadline, Check&& check, int only_rank) {
+  if (AllReached(f, seq, only_rank)) return Status::Ok();
   // Spin first: with the peers running on other cores the flags flip within a microsecond. After
   // a short pure spin, yield between polls: with more ranks than cores the peer we wait for may
   // need this very core.
   const auto spin_until = Clock::now() + std::chrono::microseconds(spin_us_);
   int polls = 0;
   while (true) {
-    if (AllReached(done, seq)) return Status::Ok();
+    if (AllReached(f, seq, only_rank)) return Status::Ok();
     if (++polls < 256) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
@@ -117,10 +123,10 @@ Status LocalArena::WaitAll(bool done, uint64_t seq, Deadline deadline, Check& ch
     }
     if (polls % 16 == 0 && Clock::now() >= spin_until) break;
   }
-  while (!AllReached(done, seq)) {
-    WEFT_RETURN_IF_ERROR(SleepOnce(done, seq));
+  while (!AllReached(f, seq, only_rank)) {
+    SleepOnce(f, seq, only_rank);
     bool dead = false;
-    std::string missing = Missing(done, seq, &dead);
+    std::string missing = Missing(f, seq, only_rank, &dead);
     if (missing.empty()) break;
     if (dead) return UnavailableError(missing + " (shm arena)");
     WEFT_RETURN_IF_ERROR(check());

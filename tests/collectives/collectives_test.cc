@@ -25,18 +25,49 @@ constexpr int64_t kCounts[] = {0, 1, 17, 4099};
 std::vector<uint8_t> Input(DType d, ReduceOp op, int rank, int64_t count, int salt = 0) {
   std::vector<uint8_t> out(static_cast<size_t>(count) * DTypeSize(d));
   for (int64_t i = 0; i < count; ++i) {
-    double v = op == ReduceOp::kProd ? 1 + ((rank + i + salt) % 2) : 1 + ((rank * 3 + i + salt) % 3);
+    double v =
+        op == ReduceOp::kProd ? 1 + ((rank + i + salt) % 2) : 1 + ((rank * 3 + i + salt) % 3);
     if (op == ReduceOp::kMin || op == ReduceOp::kMax) v = (rank * 7 + i * 3 + salt) % 11;
     uint8_t* p = out.data() + i * DTypeSize(d);
     switch (d) {
-      case DType::kFloat32: { float x = static_cast<float>(v); std::memcpy(p, &x, 4); break; }
-      case DType::kFloat64: std::memcpy(p, &v, 8); break;
-      case DType::kFloat16: { uint16_t x = FloatToHalf(static_cast<float>(v)); std::memcpy(p, &x, 2); break; }
-      case DType::kBFloat16: { uint16_t x = FloatToBFloat16(static_cast<float>(v)); std::memcpy(p, &x, 2); break; }
-      case DType::kInt8: { int8_t x = static_cast<int8_t>(v); std::memcpy(p, &x, 1); break; }
-      case DType::kUint8: { uint8_t x = static_cast<uint8_t>(v); std::memcpy(p, &x, 1); break; }
-      case DType::kInt32: { int32_t x = static_cast<int32_t>(v); std::memcpy(p, &x, 4); break; }
-      case DType::kInt64: { int64_t x = static_cast<int64_t>(v); std::memcpy(p, &x, 8); break; }
+      case DType::kFloat32: {
+        float x = static_cast<float>(v);
+        std::memcpy(p, &x, 4);
+        break;
+      }
+      case DType::kFloat64:
+        std::memcpy(p, &v, 8);
+        break;
+      case DType::kFloat16: {
+        uint16_t x = FloatToHalf(static_cast<float>(v));
+        std::memcpy(p, &x, 2);
+        break;
+      }
+      case DType::kBFloat16: {
+        uint16_t x = FloatToBFloat16(static_cast<float>(v));
+        std::memcpy(p, &x, 2);
+        break;
+      }
+      case DType::kInt8: {
+        int8_t x = static_cast<int8_t>(v);
+        std::memcpy(p, &x, 1);
+        break;
+      }
+      case DType::kUint8: {
+        uint8_t x = static_cast<uint8_t>(v);
+        std::memcpy(p, &x, 1);
+        break;
+      }
+      case DType::kInt32: {
+        int32_t x = static_cast<int32_t>(v);
+        std::memcpy(p, &x, 4);
+        break;
+      }
+      case DType::kInt64: {
+        int64_t x = static_cast<int64_t>(v);
+        std::memcpy(p, &x, 8);
+        break;
+      }
     }
   }
   return out;
@@ -68,12 +99,16 @@ class CollectivesMatrix : public ::testing::TestWithParam<Param> {};
 
 TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
   const int n = GetParam().world;
+  // Two communicators run everything over the transports (the arena off), one takes the tuner's
+  // choice, which on one host is the shared-memory arena.
   CommOptions ring = SmallOptions(GetParam().transport);
   ring.algorithm = "ring";
+  ring.shm_coll = 0;
   CommOptions rd = ring;
   rd.algorithm = "recursive_doubling";
   CommOptions tuned = ring;  // the tuner's choice: the shared-memory arena where it applies
   tuned.algorithm = "";
+  tuned.shm_coll = 1;
   std::atomic<int> failures{0};
   RunRanks(n, {ring, rd, tuned}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
     if (GetParam().transport == "shm" && n > 1) {
@@ -108,94 +143,101 @@ TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
                     Label("allreduce result", d, oi, count, in_place, rank) + " algo " +
                         comm->AllReduceAlgorithmFor(count, d));
             }
-            Communicator& c = *comms[0];
-            {  // reduce to a root that varies with the count
-              int root = static_cast<int>(count % n);
-              auto in = Input(d, op, rank, count);
-              std::vector<uint8_t> out(in.size(), 0xee);
-              uint8_t* dst = in_place ? in.data() : out.data();
-              run(c.Reduce(in.data(), dst, count, d, op, root),
-                  Label("reduce", d, oi, count, in_place, rank));
-              if (rank == root) {
-                check(std::memcmp(dst, ref.data(), ref.size()) == 0,
-                      Label("reduce result", d, oi, count, in_place, rank));
+            for (int ci : {0, 2}) {  // over the transports, and through the arena
+              Communicator& c = *comms[ci];
+              {  // reduce to a root that varies with the count
+                int root = static_cast<int>(count % n);
+                auto in = Input(d, op, rank, count);
+                std::vector<uint8_t> out(in.size(), 0xee);
+                uint8_t* dst = in_place ? in.data() : out.data();
+                run(c.Reduce(in.data(), dst, count, d, op, root),
+                    Label("reduce", d, oi, count, in_place, rank));
+                if (rank == root) {
+                  check(std::memcmp(dst, ref.data(), ref.size()) == 0,
+                        Label("reduce result", d, oi, count, in_place, rank));
+                }
+              }
+              {  // reduce-scatter: n blocks of `count`
+                std::vector<uint8_t> in, full_ref = Reference(d, op, n, count * n, 1);
+                in = Input(d, op, rank, count * n, 1);
+                std::vector<uint8_t> out(count * es, 0xee);
+                uint8_t* dst = in_place ? in.data() + rank * count * es : out.data();
+                run(c.ReduceScatter(in.data(), dst, count, d, op),
+                    Label("reducescatter", d, oi, count, in_place, rank));
+                check(std::memcmp(dst, full_ref.data() + rank * count * es, count * es) == 0,
+                      Label("reducescatter result", d, oi, count, in_place, rank));
               }
             }
-            {  // reduce-scatter: n blocks of `count`
-              std::vector<uint8_t> in, full_ref = Reference(d, op, n, count * n, 1);
-              in = Input(d, op, rank, count * n, 1);
+          }
+          for (int ci : {0, 2}) {
+            Communicator& c = *comms[ci];
+            const int root = static_cast<int>((count + 1) % n);
+            {  // broadcast
+              auto src = Input(d, ReduceOp::kSum, root, count, 2);
+              std::vector<uint8_t> buf(src.size(), 0xee);
+              if (rank == root && in_place) buf = src;
+              const void* send = rank == root ? (in_place ? buf.data() : src.data()) : nullptr;
+              run(c.Broadcast(send, buf.data(), count, d, root),
+                  Label("broadcast", d, 0, count, in_place, rank));
+              check(buf == src, Label("broadcast result", d, 0, count, in_place, rank));
+            }
+            // Rank r's block for the gathers: Input(..., r, count, 3).
+            std::vector<uint8_t> gathered;
+            for (int r = 0; r < n; ++r) {
+              auto b = Input(d, ReduceOp::kSum, r, count, 3);
+              gathered.insert(gathered.end(), b.begin(), b.end());
+            }
+            {  // all-gather
+              auto mine = Input(d, ReduceOp::kSum, rank, count, 3);
+              std::vector<uint8_t> out(gathered.size(), 0xee);
+              const void* send = mine.data();
+              if (in_place) {
+                std::memcpy(out.data() + rank * count * es, mine.data(), mine.size());
+                send = out.data() + rank * count * es;
+              }
+              run(c.AllGather(send, out.data(), count, d),
+                  Label("allgather", d, 0, count, in_place, rank));
+              check(out == gathered, Label("allgather result", d, 0, count, in_place, rank));
+            }
+            {  // gather
+              auto mine = Input(d, ReduceOp::kSum, rank, count, 3);
+              std::vector<uint8_t> out(gathered.size(), 0xee);
+              const void* send = mine.data();
+              if (in_place && rank == root) {
+                std::memcpy(out.data() + rank * count * es, mine.data(), mine.size());
+                send = out.data() + rank * count * es;
+              }
+              run(c.Gather(send, rank == root ? out.data() : nullptr, count, d, root),
+                  Label("gather", d, 0, count, in_place, rank));
+              if (rank == root)
+                check(out == gathered, Label("gather result", d, 0, count, in_place, rank));
+            }
+            {  // scatter
+              std::vector<uint8_t> src = rank == root ? gathered : std::vector<uint8_t>();
               std::vector<uint8_t> out(count * es, 0xee);
-              uint8_t* dst = in_place ? in.data() + rank * count * es : out.data();
-              run(c.ReduceScatter(in.data(), dst, count, d, op),
-                  Label("reducescatter", d, oi, count, in_place, rank));
-              check(std::memcmp(dst, full_ref.data() + rank * count * es, count * es) == 0,
-                    Label("reducescatter result", d, oi, count, in_place, rank));
+              void* dst = out.data();
+              if (in_place && rank == root) dst = src.data() + rank * count * es;
+              run(c.Scatter(rank == root ? src.data() : nullptr, dst, count, d, root),
+                  Label("scatter", d, 0, count, in_place, rank));
+              auto want = Input(d, ReduceOp::kSum, rank, count, 3);
+              check(std::memcmp(dst, want.data(), want.size()) == 0,
+                    Label("scatter result", d, 0, count, in_place, rank));
             }
-          }
-          Communicator& c = *comms[0];
-          const int root = static_cast<int>((count + 1) % n);
-          {  // broadcast
-            auto src = Input(d, ReduceOp::kSum, root, count, 2);
-            std::vector<uint8_t> buf(src.size(), 0xee);
-            if (rank == root && in_place) buf = src;
-            const void* send = rank == root ? (in_place ? buf.data() : src.data()) : nullptr;
-            run(c.Broadcast(send, buf.data(), count, d, root),
-                Label("broadcast", d, 0, count, in_place, rank));
-            check(buf == src, Label("broadcast result", d, 0, count, in_place, rank));
-          }
-          // Rank r's block for the gathers: Input(..., r, count, 3).
-          std::vector<uint8_t> gathered;
-          for (int r = 0; r < n; ++r) {
-            auto b = Input(d, ReduceOp::kSum, r, count, 3);
-            gathered.insert(gathered.end(), b.begin(), b.end());
-          }
-          {  // all-gather
-            auto mine = Input(d, ReduceOp::kSum, rank, count, 3);
-            std::vector<uint8_t> out(gathered.size(), 0xee);
-            const void* send = mine.data();
-            if (in_place) {
-              std::memcpy(out.data() + rank * count * es, mine.data(), mine.size());
-              send = out.data() + rank * count * es;
+            {  // all-to-all: block p of rank r's input is Input(.., r * n + p, count, 4)
+              std::vector<uint8_t> in, want;
+              for (int p = 0; p < n; ++p) {
+                auto b = Input(d, ReduceOp::kSum, rank * n + p, count, 4);
+                in.insert(in.end(), b.begin(), b.end());
+                auto w = Input(d, ReduceOp::kSum, p * n + rank, count, 4);
+                want.insert(want.end(), w.begin(), w.end());
+              }
+              std::vector<uint8_t> out(in.size(), 0xee);
+              uint8_t* dst = in_place ? in.data() : out.data();
+              run(c.AllToAll(in.data(), dst, count, d),
+                  Label("alltoall", d, 0, count, in_place, rank));
+              check(std::memcmp(dst, want.data(), want.size()) == 0,
+                    Label("alltoall result", d, 0, count, in_place, rank));
             }
-            run(c.AllGather(send, out.data(), count, d), Label("allgather", d, 0, count, in_place, rank));
-            check(out == gathered, Label("allgather result", d, 0, count, in_place, rank));
-          }
-          {  // gather
-            auto mine = Input(d, ReduceOp::kSum, rank, count, 3);
-            std::vector<uint8_t> out(gathered.size(), 0xee);
-            const void* send = mine.data();
-            if (in_place && rank == root) {
-              std::memcpy(out.data() + rank * count * es, mine.data(), mine.size());
-              send = out.data() + rank * count * es;
-            }
-            run(c.Gather(send, rank == root ? out.data() : nullptr, count, d, root),
-                Label("gather", d, 0, count, in_place, rank));
-            if (rank == root) check(out == gathered, Label("gather result", d, 0, count, in_place, rank));
-          }
-          {  // scatter
-            std::vector<uint8_t> src = rank == root ? gathered : std::vector<uint8_t>();
-            std::vector<uint8_t> out(count * es, 0xee);
-            void* dst = out.data();
-            if (in_place && rank == root) dst = src.data() + rank * count * es;
-            run(c.Scatter(rank == root ? src.data() : nullptr, dst, count, d, root),
-                Label("scatter", d, 0, count, in_place, rank));
-            auto want = Input(d, ReduceOp::kSum, rank, count, 3);
-            check(std::memcmp(dst, want.data(), want.size()) == 0,
-                  Label("scatter result", d, 0, count, in_place, rank));
-          }
-          {  // all-to-all: block p of rank r's input is Input(.., r * n + p, count, 4)
-            std::vector<uint8_t> in, want;
-            for (int p = 0; p < n; ++p) {
-              auto b = Input(d, ReduceOp::kSum, rank * n + p, count, 4);
-              in.insert(in.end(), b.begin(), b.end());
-              auto w = Input(d, ReduceOp::kSum, p * n + rank, count, 4);
-              want.insert(want.end(), w.begin(), w.end());
-            }
-            std::vector<uint8_t> out(in.size(), 0xee);
-            uint8_t* dst = in_place ? in.data() : out.data();
-            run(c.AllToAll(in.data(), dst, count, d), Label("alltoall", d, 0, count, in_place, rank));
-            check(std::memcmp(dst, want.data(), want.size()) == 0,
-                  Label("alltoall result", d, 0, count, in_place, rank));
           }
         }
       }
@@ -218,7 +260,8 @@ std::vector<Param> AllParams() {
 
 INSTANTIATE_TEST_SUITE_P(Built, CollectivesMatrix, ::testing::ValuesIn(AllParams()),
                          [](const auto& info) {
-                           return info.param.transport + "_" + std::to_string(info.param.world) + "ranks";
+                           return info.param.transport + "_" + std::to_string(info.param.world) +
+                                  "ranks";
                          });
 
 }  // namespace

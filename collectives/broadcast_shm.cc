@@ -1,0 +1,43 @@
+// Broadcast among ranks of one host, through the local arena.
+//   Schedule, per chunk: the root copies the chunk into its slot and raises ready; every other
+//   rank waits for the root's flag alone, copies the chunk out and raises done. Only the root
+//   ever waits for everyone (before reusing a slot, two chunks later), so copy-in and copy-outs
+//   pipeline.
+//   Cost: α_cacheline + N/B_copy at the root + N/B_copy at each receiver, overlapped.
+#include <algorithm>
+#include <cstring>
+
+#include "collectives/algorithms.h"
+#include "collectives/internal/local_arena.h"
+
+namespace weft::collectives {
+
+using Flag = internal::LocalArena::Flag;
+
+Status BroadcastShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
+                    int root) {
+  internal::LocalArena& arena = *ctx.arena();
+  const int rank = arena.rank();
+  const size_t bytes = count * DTypeSize(dtype);
+  const auto* in = static_cast<const uint8_t*>(sendbuf);
+  auto* out = static_cast<uint8_t*>(recvbuf);
+  if (rank == root && sendbuf != recvbuf && bytes > 0) std::memcpy(out, in, bytes);
+  const size_t chunk = arena.slot_bytes();
+  for (size_t off = 0; off < bytes || (off == 0 && bytes == 0); off += chunk) {
+    const size_t len = std::min(chunk, bytes - off);
+    const uint64_t seq = arena.NextSeq();
+    if (rank == root) {
+      WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
+      if (len > 0) std::memcpy(arena.Slot(root, seq), out + off, len);
+      arena.Set(Flag::kReady, seq);
+    } else {
+      WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq, root));
+      if (len > 0) std::memcpy(out + off, arena.Slot(root, seq), len);
+    }
+    arena.Set(Flag::kDone, seq);
+    if (bytes == 0) break;
+  }
+  return Status::Ok();
+}
+
+}  // namespace weft::collectives
