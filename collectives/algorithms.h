@@ -30,6 +30,9 @@ Status AllGatherShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t s
 Status ReduceScatterShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t recvcount,
                         DType dtype, ReduceOp op);
 Status BarrierShm(OpContext& ctx);
+// Two-level all-reduce for ranks spread evenly over hosts (ctx.hierarchy() must be set).
+Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                             DType dtype, ReduceOp op);
 Status ReduceBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
                       ReduceOp op, int root);
 Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

@@ -80,6 +80,11 @@ Result<std::unique_ptr<Communicator>> Communicator::Create(rendezvous::Store& st
   for (int i = 0; i < world_size; ++i) group[i] = i;
   auto impl = std::make_shared<CommImpl>(shared, std::move(group), rank, RootCommId(shared->job_id()));
   impl->SetArena(shared->TakeRootArena());
+  {
+    auto h = internal::BuildHierarchy(*impl, Deadline::AfterMs(shared->options().init_timeout_ms));
+    if (!h.ok()) return h.status().WithContext("rank " + std::to_string(rank) + ": hierarchy");
+    impl->SetHierarchy(std::move(*h));
+  }
   impl->StartWorker();
   return std::unique_ptr<Communicator>(new Communicator(std::move(impl)));
 }
@@ -167,6 +172,11 @@ std::string Communicator::transport_of(int peer) const {
   return impl_->shared().transport_name(impl_->world_rank_of(peer));
 }
 
+std::string Communicator::host_of(int rank) const {
+  if (rank < 0 || rank >= impl_->size()) return "";
+  return impl_->shared().host_of(impl_->world_rank_of(rank));
+}
+
 TunerInput Communicator::TunerFor(int64_t count, DType dtype) const {
   const auto& o = impl_->shared().options();
   TunerInput in;
@@ -175,6 +185,7 @@ TunerInput Communicator::TunerFor(int64_t count, DType dtype) const {
   in.forced = o.algorithm;
   in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
   in.local_arena = impl_->arena() != nullptr;
+  in.hierarchical = impl_->hierarchy() != nullptr;
   in.shm_direct_max_bytes = o.shm_direct_max_bytes;
   return in;
 }
@@ -297,6 +308,11 @@ Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
     WEFT_RETURN_IF_ERROR(b.Wait().WithContext("split"));
     (*arena)->Unlink();
     out->impl_->SetArena(std::move(*arena));
+  } else if (out->world_size() > 1) {
+    auto h = internal::BuildHierarchy(*out->impl_,
+                                      Deadline::AfterMs(impl_->shared().options().init_timeout_ms));
+    if (!h.ok()) return h.status().WithContext("split: hierarchy");
+    out->impl_->SetHierarchy(std::move(*h));
   }
   return out;
 }
@@ -320,6 +336,8 @@ Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t
         return AllReduceShmChunked(ctx, sendbuf, recvbuf, count, dtype, op);
       case AllReduceAlgo::kRing:
         return AllReduceRing(ctx, sendbuf, recvbuf, count, dtype, op);
+      case AllReduceAlgo::kHierarchical:
+        return AllReduceHierarchical(ctx, sendbuf, recvbuf, count, dtype, op);
       case AllReduceAlgo::kRecursiveDoubling:
         break;
     }

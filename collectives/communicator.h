@@ -111,6 +111,9 @@ class Communicator {
   int world_rank_of(int rank) const;
   // Transport used to reach `peer` ("shm", "tcp"; "self" for this rank).
   std::string transport_of(int peer) const;
+  // Host identity of `rank` as it published it (base/host_identity.h: equal strings mean one
+  // host, i.e. shared memory reaches; WEFT_HOST_ID overrides). "" for a rank outside the group.
+  std::string host_of(int rank) const;
   // The all-reduce algorithm the tuner picks for this size ("ring", "recursive_doubling").
   std::string AllReduceAlgorithmFor(int64_t count, DType dtype) const;
   // The same choice with its reason, for `weft bench --explain`.

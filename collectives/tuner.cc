@@ -9,6 +9,9 @@ AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
     return AllReduceAlgo::kShmDirect;
   }
   if (in.local_arena && in.forced == "shm_chunked") return AllReduceAlgo::kShmChunked;
+  if (in.hierarchical && (in.forced.empty() || in.forced == "hierarchical")) {
+    return AllReduceAlgo::kHierarchical;
+  }
   if (in.local_arena && in.forced.empty()) {
     return in.bytes <= in.shm_direct_max_bytes ? AllReduceAlgo::kShmDirect
                                                : AllReduceAlgo::kShmChunked;
@@ -25,6 +28,7 @@ const char* AllReduceAlgoName(AllReduceAlgo algo) {
     case AllReduceAlgo::kRecursiveDoubling: return "recursive_doubling";
     case AllReduceAlgo::kShmDirect: return "shm_direct";
     case AllReduceAlgo::kShmChunked: return "shm_chunked";
+    case AllReduceAlgo::kHierarchical: return "hierarchical";
   }
   return "?";
 }
@@ -40,6 +44,11 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
   if (!in.forced.empty()) {
     return name + ": WEFT_ALGO=" + in.forced + " does not apply here (no local arena, or the "
                                                 "message is too large for it)";
+  }
+  if (a == AllReduceAlgo::kHierarchical) {
+    return name + ": ranks span hosts evenly: reduce-scatter inside each host over shared "
+                  "memory, all-reduce each 1/L shard across hosts, all-gather inside each host, "
+                  "so only N/L bytes per rank cross the slow links";
   }
   if (a == AllReduceAlgo::kShmDirect) {
     return name + ": all ranks share a host and " + std::to_string(in.bytes) +

@@ -10,14 +10,16 @@
 
 namespace weft::collectives {
 
-enum class AllReduceAlgo { kRing, kRecursiveDoubling, kShmDirect, kShmChunked };
+enum class AllReduceAlgo { kRing, kRecursiveDoubling, kShmDirect, kShmChunked, kHierarchical };
 
 struct TunerInput {
   size_t bytes = 0;
   int world_size = 1;
-  std::string forced;  // "", "ring", "recursive_doubling", "shm_direct", "shm_chunked"
+  // "", "ring", "recursive_doubling", "shm_direct", "shm_chunked", "hierarchical"
+  std::string forced;
   size_t rd_max_bytes = 64 << 10;
   bool local_arena = false;  // all ranks on one host with a shared-memory arena
+  bool hierarchical = false;  // ranks spread evenly over several hosts
   size_t shm_direct_max_bytes = 16 << 10;
 };
 

@@ -117,10 +117,10 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   if (o.chunk_bytes < 64) o.chunk_bytes = 64;
   o.algorithm = !options.algorithm.empty() ? options.algorithm : kAlgoKnob.Get();
   if (!o.algorithm.empty() && o.algorithm != "ring" && o.algorithm != "recursive_doubling" &&
-      o.algorithm != "shm_direct" && o.algorithm != "shm_chunked") {
+      o.algorithm != "shm_direct" && o.algorithm != "shm_chunked" && o.algorithm != "hierarchical") {
     return InvalidArgumentError("unknown all-reduce algorithm '" + o.algorithm +
-                                "' (WEFT_ALGO): use ring, recursive_doubling, shm_direct or "
-                                "shm_chunked");
+                                "' (WEFT_ALGO): use ring, recursive_doubling, shm_direct, "
+                                "shm_chunked or hierarchical");
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
@@ -347,7 +347,10 @@ void CommShared::Fail(const Status& status, int culprit) {
 // OpContext
 
 OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, Deadline deadline)
-    : comm_(comm), op_name_(op_name), seq_(seq), deadline_(deadline) {}
+    : comm_(comm), op_name_(op_name), seq_(seq), label_seq_(seq), deadline_(deadline) {}
+
+Hierarchy* OpContext::hierarchy() const { return comm_.hierarchy(); }
+int64_t OpContext::rd_max_bytes() const { return comm_.shared().options().rd_max_bytes; }
 
 int OpContext::rank() const { return comm_.rank(); }
 int OpContext::size() const { return comm_.size(); }
@@ -355,7 +358,7 @@ size_t OpContext::chunk_bytes() const { return comm_.chunk_bytes(); }
 uint8_t* OpContext::Scratch(size_t bytes, int slot) { return comm_.Scratch(bytes, slot); }
 
 std::string OpContext::OpLabel() const {
-  return std::string(op_name_) + " #" + std::to_string(seq_);
+  return std::string(op_name_) + " #" + std::to_string(label_seq_);
 }
 
 std::string OpContext::PeerLabel(int peer) const {

@@ -17,6 +17,7 @@
 #include "base/deadline.h"
 #include "base/status.h"
 #include "collectives/communicator.h"
+#include "collectives/internal/hierarchy.h"
 #include "collectives/internal/local_arena.h"
 #include "rendezvous/store.h"
 #include "transport/transport.h"
@@ -128,6 +129,15 @@ class OpContext {
   OpContext ForOp(const char* op_name, uint32_t seq) const {
     return OpContext(comm_, op_name, seq, deadline_);
   }
+  // A context for a phase of this operation run on a child (local or cross) communicator: same
+  // name, deadline and sequence number in messages; `seq` tags its messages.
+  OpContext ForChild(CommImpl& child, uint32_t seq) const {
+    OpContext c(child, op_name_, seq, deadline_);
+    c.label_seq_ = label_seq_;
+    return c;
+  }
+  Hierarchy* hierarchy() const;
+  int64_t rd_max_bytes() const;
   const char* op_name() const { return op_name_; }
   // The communicator's local arena, or null.
   LocalArena* arena() const;
@@ -147,6 +157,7 @@ class OpContext {
   CommImpl& comm_;
   const char* op_name_;
   uint32_t seq_;
+  uint32_t label_seq_;
   Deadline deadline_;
 };
 
@@ -221,6 +232,8 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   void Abort();
   uint32_t NextSplitIndex() { return split_count_.fetch_add(1); }
   LocalArena* arena() const { return arena_; }
+  Hierarchy* hierarchy() const { return hierarchy_.get(); }
+  void SetHierarchy(std::unique_ptr<Hierarchy> h) { hierarchy_ = std::move(h); }
   void SetArena(std::unique_ptr<LocalArena> a) {
     owned_arena_ = std::move(a);
     arena_ = owned_arena_.get();
@@ -250,6 +263,7 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   std::atomic<uint32_t> split_count_{0};
   std::unique_ptr<LocalArena> owned_arena_;
   LocalArena* arena_ = nullptr;
+  std::unique_ptr<Hierarchy> hierarchy_;
 };
 
 }  // namespace weft::collectives::internal
