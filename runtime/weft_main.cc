@@ -7,6 +7,9 @@
 #include "base/env.h"
 #include "runtime/bench.h"
 #include "runtime/launcher.h"
+#ifdef WEFT_WITH_GRPC
+#include "scheduler/scheduler_cli.h"
+#endif
 
 namespace {
 
@@ -19,6 +22,9 @@ void Usage(FILE* out) {
                "  bench COLLECTIVE [options]                 nccl-tests-style benchmark (run on every rank)\n"
                "  env                                        list every WEFT_* knob\n"
                "  help                                       this text\n");
+#ifdef WEFT_WITH_GRPC
+  weft::scheduler::PrintSchedulerUsage(out);
+#endif
 }
 
 int EnvCommand() {
@@ -42,6 +48,11 @@ int main(int argc, char** argv) {
   if (cmd == "run") return weft::runtime::RunCommand(args);
   if (cmd == "bench") return weft::runtime::BenchCommand(args);
   if (cmd == "env") return EnvCommand();
+#ifdef WEFT_WITH_GRPC
+  bool handled = false;
+  int sched_rc = weft::scheduler::SchedulerCliMain(cmd, args, &handled);
+  if (handled) return sched_rc;
+#endif
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     Usage(stdout);
     return 0;

@@ -11,6 +11,12 @@ packages=(
   libgtest-dev      # GoogleTest (static libraries and CMake config)
   iproute2          # ip netns for multi-host tests
   procps            # ps/pgrep used by a few tests' diagnostics
+  libgrpc++-dev     # scheduler: gRPC C++ (WEFT_WITH_GRPC)
+  protobuf-compiler-grpc  # scheduler: grpc_cpp_plugin
+  libprotobuf-dev   # scheduler: protobuf runtime
+  protobuf-compiler # scheduler: protoc
+  libsqlite3-dev    # scheduler: SQLite state store
+  prometheus        # scheduler tests: promtool and a real Prometheus scraping /metrics
 )
 
 bench_packages=(

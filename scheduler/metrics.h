@@ -1,0 +1,44 @@
+// Prometheus text exposition (format 0.0.4) for the scheduler: histograms with fixed buckets and a
+// writer that emits HELP/TYPE lines once per family. Thread-compatible; the core guards its own.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace weft::scheduler {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> upper_bounds)
+      : bounds_(std::move(upper_bounds)), counts_(bounds_.size(), 0) {}
+  void Observe(double v);
+  const std::vector<double>& bounds() const { return bounds_; }
+  const std::vector<uint64_t>& counts() const { return counts_; }  // non-cumulative per bucket
+  uint64_t count() const { return count_; }
+  double sum() const { return sum_; }
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<uint64_t> counts_;
+  uint64_t count_ = 0;
+  double sum_ = 0;
+};
+
+// Builds one exposition document. Label values are escaped; names must already be valid.
+class MetricsWriter {
+ public:
+  void Family(const std::string& name, const std::string& type, const std::string& help);
+  void Sample(const std::string& name,
+              const std::vector<std::pair<std::string, std::string>>& labels, double value);
+  void WriteHistogram(const std::string& name, const std::string& help, const Histogram& h);
+  const std::string& text() const { return out_; }
+
+ private:
+  std::string out_;
+};
+
+// Escapes a label value per the exposition format (backslash, quote, newline).
+std::string EscapeLabelValue(const std::string& v);
+
+}  // namespace weft::scheduler
