@@ -70,12 +70,18 @@ const Json* Json::Find(std::string_view key) const {
 namespace {
 const char* TypeName(Json::Type t) {
   switch (t) {
-    case Json::Type::kNull: return "null";
-    case Json::Type::kBool: return "a boolean";
-    case Json::Type::kNumber: return "a number";
-    case Json::Type::kString: return "a string";
-    case Json::Type::kArray: return "an array";
-    case Json::Type::kObject: return "an object";
+    case Json::Type::kNull:
+      return "null";
+    case Json::Type::kBool:
+      return "a boolean";
+    case Json::Type::kNumber:
+      return "a number";
+    case Json::Type::kString:
+      return "a string";
+    case Json::Type::kArray:
+      return "an array";
+    case Json::Type::kObject:
+      return "an object";
   }
   return "?";
 }
@@ -84,8 +90,8 @@ Status Missing(std::string_view key, std::string_view what) {
   return InvalidArgumentError(std::string(what) + ": missing \"" + std::string(key) + "\"");
 }
 Status WrongType(std::string_view key, std::string_view what, const char* want, const Json& got) {
-  return InvalidArgumentError(std::string(what) + ": \"" + std::string(key) + "\" must be " +
-                              want + ", got " + TypeName(got.type()));
+  return InvalidArgumentError(std::string(what) + ": \"" + std::string(key) + "\" must be " + want +
+                              ", got " + TypeName(got.type()));
 }
 }  // namespace
 
@@ -132,12 +138,18 @@ std::string Json::StringOr(std::string_view key, std::string def) const {
 bool operator==(const Json& a, const Json& b) {
   if (a.type_ != b.type_) return false;
   switch (a.type_) {
-    case Json::Type::kNull: return true;
-    case Json::Type::kBool: return a.bool_ == b.bool_;
-    case Json::Type::kNumber: return a.num_ == b.num_;
-    case Json::Type::kString: return a.str_ == b.str_;
-    case Json::Type::kArray: return *a.arr_ == *b.arr_;
-    case Json::Type::kObject: return *a.obj_ == *b.obj_;
+    case Json::Type::kNull:
+      return true;
+    case Json::Type::kBool:
+      return a.bool_ == b.bool_;
+    case Json::Type::kNumber:
+      return a.num_ == b.num_;
+    case Json::Type::kString:
+      return a.str_ == b.str_;
+    case Json::Type::kArray:
+      return *a.arr_ == *b.arr_;
+    case Json::Type::kObject:
+      return *a.obj_ == *b.obj_;
   }
   return false;
 }
@@ -149,13 +161,27 @@ void EscapeTo(std::string& out, const std::string& s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -197,10 +223,18 @@ void Newline(std::string& out, int indent, int depth) {
 
 void Json::DumpTo(std::string& out, int indent, int depth) const {
   switch (type_) {
-    case Type::kNull: out += "null"; return;
-    case Type::kBool: out += bool_ ? "true" : "false"; return;
-    case Type::kNumber: NumberTo(out, num_); return;
-    case Type::kString: EscapeTo(out, str_); return;
+    case Type::kNull:
+      out += "null";
+      return;
+    case Type::kBool:
+      out += bool_ ? "true" : "false";
+      return;
+    case Type::kNumber:
+      NumberTo(out, num_);
+      return;
+    case Type::kString:
+      EscapeTo(out, str_);
+      return;
     case Type::kArray: {
       if (arr_->empty()) {
         out += "[]";
@@ -277,8 +311,8 @@ class Parser {
         ++col;
       }
     }
-    return InvalidArgumentError("line " + std::to_string(line) + ", column " +
-                                std::to_string(col) + ": " + what);
+    return InvalidArgumentError("line " + std::to_string(line) + ", column " + std::to_string(col) +
+                                ": " + what);
   }
 
   std::string Describe() const {
@@ -391,10 +425,14 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       char c = s_[pos_];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= c - '0';
-      else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-      else return Error("bad hex digit " + Describe() + " in \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= c - '0';
+      else if (c >= 'a' && c <= 'f')
+        v |= c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F')
+        v |= c - 'A' + 10;
+      else
+        return Error("bad hex digit " + Describe() + " in \\u escape");
       ++pos_;
     }
     return v;
@@ -440,14 +478,30 @@ class Parser {
       if (pos_ >= s_.size()) return Error("unterminated string");
       char e = s_[pos_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           WEFT_ASSIGN_OR_RETURN(unsigned cp, Hex4());
           if (cp >= 0xd800 && cp < 0xdc00) {

@@ -25,15 +25,15 @@ class Json {
   using Object = std::map<std::string, Json, std::less<>>;
 
   Json() = default;
-  Json(std::nullptr_t) {}                                             // NOLINT
-  Json(bool b) : type_(Type::kBool), bool_(b) {}                      // NOLINT
-  Json(double d) : type_(Type::kNumber), num_(d) {}                   // NOLINT
-  Json(int v) : type_(Type::kNumber), num_(v) {}                      // NOLINT
+  Json(std::nullptr_t) {}                                                  // NOLINT
+  Json(bool b) : type_(Type::kBool), bool_(b) {}                           // NOLINT
+  Json(double d) : type_(Type::kNumber), num_(d) {}                        // NOLINT
+  Json(int v) : type_(Type::kNumber), num_(v) {}                           // NOLINT
   Json(int64_t v) : type_(Type::kNumber), num_(static_cast<double>(v)) {}  // NOLINT
-  Json(const char* s) : type_(Type::kString), str_(s) {}              // NOLINT
-  Json(std::string s) : type_(Type::kString), str_(std::move(s)) {}   // NOLINT
-  Json(Array a);                                                      // NOLINT
-  Json(Object o);                                                     // NOLINT
+  Json(const char* s) : type_(Type::kString), str_(s) {}                   // NOLINT
+  Json(std::string s) : type_(Type::kString), str_(std::move(s)) {}        // NOLINT
+  Json(Array a);                                                           // NOLINT
+  Json(Object o);                                                          // NOLINT
   Json(const Json& other);
   Json& operator=(const Json& other);
   Json(Json&&) noexcept = default;

@@ -9,6 +9,7 @@
 #include "base/logging.h"
 #include "collectives/algorithms.h"
 #include "collectives/internal/comm_impl.h"
+#include "collectives/link_probe.h"
 #include "collectives/tuner.h"
 #include "rendezvous/bootstrap.h"
 #include "rendezvous/tcp_store.h"
@@ -86,7 +87,15 @@ Result<std::unique_ptr<Communicator>> Communicator::Create(rendezvous::Store& st
     impl->SetHierarchy(std::move(*h));
   }
   impl->StartWorker();
-  return std::unique_ptr<Communicator>(new Communicator(std::move(impl)));
+  std::unique_ptr<Communicator> comm(new Communicator(std::move(impl)));
+  if (ProbeLinksRequested() && world_size > 1) {
+    auto transports = TransportMatrix(*comm);
+    if (!transports.ok()) return transports.status().WithContext("probing links");
+    auto models = ProbeLinks(*comm, *transports);
+    if (!models.ok()) return models.status().WithContext("probing links");
+    comm->SetLinkModels(std::move(*models));
+  }
+  return comm;
 }
 
 Result<std::unique_ptr<Communicator>> Communicator::FromEnvironment(CommOptions options) {
@@ -186,6 +195,11 @@ TunerInput Communicator::TunerFor(int64_t count, DType dtype) const {
   in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
   in.local_arena = impl_->arena() != nullptr;
   in.hierarchical = impl_->hierarchy() != nullptr;
+  for (const auto& l : impl_->link_models().links) {
+    in.have_link_model = true;
+    in.alpha_us = std::max(in.alpha_us, l.model.alpha_us);
+    in.beta_us_per_byte = std::max(in.beta_us_per_byte, l.model.beta_us_per_byte);
+  }
   in.shm_direct_max_bytes = o.shm_direct_max_bytes;
   return in;
 }
@@ -193,6 +207,9 @@ TunerInput Communicator::TunerFor(int64_t count, DType dtype) const {
 std::string Communicator::AllReduceAlgorithmFor(int64_t count, DType dtype) const {
   return AllReduceAlgoName(ChooseAllReduce(TunerFor(count, dtype)));
 }
+
+void Communicator::SetLinkModels(LinkModels models) { impl_->SetLinkModels(std::move(models)); }
+const LinkModels& Communicator::link_models() const { return impl_->link_models(); }
 
 std::string Communicator::ExplainAllReduce(int64_t count, DType dtype) const {
   return ExplainAllReduceChoice(TunerFor(count, dtype));
@@ -267,6 +284,8 @@ Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
   std::vector<int32_t> all(2 * world_size());
   WEFT_ASSIGN_OR_RETURN(Work w, AllGather(mine, all.data(), 2, DType::kInt32));
   WEFT_RETURN_IF_ERROR(w.Wait().WithContext("split"));
+  // Every rank counts the split, opted out or not, so later splits derive the same ids.
+  const uint32_t split_index = impl_->NextSplitIndex();
   if (color < 0) return std::unique_ptr<Communicator>();
   std::vector<std::pair<int32_t, int>> members;  // (key, rank)
   for (int r = 0; r < world_size(); ++r) {
@@ -282,7 +301,7 @@ Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
   // Every member derives the same id from the parent's id, how many splits the parent has done
   // (all ranks split in the same order) and the color.
   std::string seed = std::to_string(impl_->comm_id()) + "/" +
-                     std::to_string(impl_->NextSplitIndex()) + "/" + std::to_string(color);
+                     std::to_string(split_index) + "/" + std::to_string(color);
   Digest256 d = Sha256Of(seed);
   uint32_t id = ((uint32_t{d[0]} << 16) | (uint32_t{d[1]} << 8) | d[2]) % internal::kMaxCommId;
   const bool local = group.size() > 1 && impl_->shared().options().shm_coll &&
@@ -299,6 +318,7 @@ Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
     ac.rank = new_rank;
     ac.size = static_cast<int>(members_world.size());
     ac.slot_bytes = impl_->shared().options().shm_coll_chunk_bytes;
+    ac.spin_us = impl_->shared().options().shm_coll_spin_us;
     ac.world_ranks = members_world;
     auto arena = internal::LocalArena::Attach(
         ac, Deadline::AfterMs(impl_->shared().options().init_timeout_ms));

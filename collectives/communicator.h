@@ -12,6 +12,7 @@
 #include "base/deadline.h"
 #include "base/dtype.h"
 #include "base/status.h"
+#include "collectives/link_model.h"
 #include "rendezvous/store.h"
 
 namespace weft::collectives {
@@ -118,6 +119,11 @@ class Communicator {
   std::string AllReduceAlgorithmFor(int64_t count, DType dtype) const;
   // The same choice with its reason, for `weft bench --explain`.
   std::string ExplainAllReduce(int64_t count, DType dtype) const;
+  // Measured α/β per link class (collectives/link_probe.h). Created communicators probe when
+  // WEFT_PROBE_LINKS=1; with models set, the tuner compares the algorithms' predicted costs
+  // instead of using fixed size thresholds. Set them before issuing operations.
+  void SetLinkModels(LinkModels models);
+  const LinkModels& link_models() const;
 
   // Splits into sub-communicators: ranks with equal color form one, ordered by (key, rank).
   // color < 0 opts out (returns a null pointer). Collective over this communicator.

@@ -14,7 +14,9 @@ namespace weft::collectives {
 struct LinkModel {
   double alpha_us = 0;          // one-way latency of a minimal message, microseconds
   double beta_us_per_byte = 0;  // microseconds per byte once streaming (1 / bandwidth)
-  double TimeUs(size_t bytes) const { return alpha_us + beta_us_per_byte * static_cast<double>(bytes); }
+  double TimeUs(size_t bytes) const {
+    return alpha_us + beta_us_per_byte * static_cast<double>(bytes);
+  }
   // Bandwidth in GB/s (10^9 bytes per second); 0 when not measured.
   double BandwidthGBps() const { return beta_us_per_byte > 0 ? 1e-3 / beta_us_per_byte : 0; }
 };

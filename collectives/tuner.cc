@@ -1,5 +1,7 @@
 #include "collectives/tuner.h"
 
+#include <cstdio>
+
 namespace weft::collectives {
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
@@ -16,10 +18,31 @@ AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
     return in.bytes <= in.shm_direct_max_bytes ? AllReduceAlgo::kShmDirect
                                                : AllReduceAlgo::kShmChunked;
   }
+  if (in.have_link_model && in.forced.empty()) {
+    return PredictRecursiveDoublingUs(in) <= PredictRingUs(in) ? AllReduceAlgo::kRecursiveDoubling
+                                                               : AllReduceAlgo::kRing;
+  }
   // Below rd_max_bytes the log2(n) latency terms of recursive doubling beat the ring's 2(n-1);
   // above it the ring's (n-1)/n bytes per step win.
   if (in.bytes <= in.rd_max_bytes) return AllReduceAlgo::kRecursiveDoubling;
   return AllReduceAlgo::kRing;
+}
+
+double PredictRingUs(const TunerInput& in) {
+  const double n = in.world_size;
+  if (n <= 1) return 0;
+  // 2(n-1) steps, each moving N/n bytes.
+  return 2 * (n - 1) * (in.alpha_us + in.beta_us_per_byte * static_cast<double>(in.bytes) / n);
+}
+
+double PredictRecursiveDoublingUs(const TunerInput& in) {
+  int p = 1, steps = 0;
+  while (p * 2 <= in.world_size) {
+    p *= 2;
+    ++steps;
+  }
+  if (p < in.world_size) steps += 2;  // the fold-in and fold-out of the ranks beyond p
+  return steps * (in.alpha_us + in.beta_us_per_byte * static_cast<double>(in.bytes));
 }
 
 const char* AllReduceAlgoName(AllReduceAlgo algo) {
@@ -61,6 +84,15 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
            "shared arena, reduction fused with the transfer";
   }
   std::string b = std::to_string(in.bytes) + " B";
+  if (in.have_link_model) {
+    char buf[160];
+    std::snprintf(buf, sizeof(buf),
+                  ": predicted from the measured links (alpha %.2f us, %.3f GB/s): recursive "
+                  "doubling %.1f us, ring %.1f us",
+                  in.alpha_us, in.beta_us_per_byte > 0 ? 1e-3 / in.beta_us_per_byte : 0.0,
+                  PredictRecursiveDoublingUs(in), PredictRingUs(in));
+    return name + buf;
+  }
   std::string lim = "WEFT_ALGO_RD_MAX_BYTES (" + std::to_string(in.rd_max_bytes) + ")";
   if (a == AllReduceAlgo::kRecursiveDoubling) {
     return name + ": " + b + " <= " + lim + ", so the log2(n) latency terms of recursive "

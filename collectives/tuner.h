@@ -20,10 +20,17 @@ struct TunerInput {
   size_t rd_max_bytes = 64 << 10;
   bool local_arena = false;  // all ranks on one host with a shared-memory arena
   bool hierarchical = false;  // ranks spread evenly over several hosts
+  // The slowest measured link of the communicator (largest alpha and beta); unset if not probed.
+  bool have_link_model = false;
+  double alpha_us = 0;
+  double beta_us_per_byte = 0;
   size_t shm_direct_max_bytes = 16 << 10;
 };
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in);
+// Predicted time of the transport algorithms from the link model (microseconds).
+double PredictRingUs(const TunerInput& in);
+double PredictRecursiveDoublingUs(const TunerInput& in);
 const char* AllReduceAlgoName(AllReduceAlgo algo);
 // "recursive_doubling: 8 B <= WEFT_ALGO_RD_MAX_BYTES (65536): log2(n) latency terms win"
 std::string ExplainAllReduceChoice(const TunerInput& in);

@@ -1,8 +1,21 @@
 #include "rendezvous/bootstrap.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <sstream>
+#include <vector>
 
 #include "base/env.h"
+#include "base/hmac.h"
+#include "base/logging.h"
+#ifdef WEFT_WITH_MPI
+#include "rendezvous/mpi_bootstrap.h"
+#endif
 
 namespace weft::rendezvous {
 namespace {
@@ -12,6 +25,10 @@ WEFT_ENV_KNOB(kWorldKnob, "WEFT_WORLD_SIZE", "", "number of ranks (set by weft r
 WEFT_ENV_KNOB(kLocalRankKnob, "WEFT_LOCAL_RANK", "", "rank among this host's ranks");
 WEFT_ENV_KNOB(kStoreKnob, "WEFT_STORE", "",
               "rendezvous store URL: tcp://host:port or file:///dir (set by weft run)");
+WEFT_ENV_KNOB(kSocketIfnameKnob, "WEFT_SOCKET_IFNAME", "",
+              "interfaces whose IPv4 addresses rank 0 offers for the store under mpirun: comma "
+              "list of name prefixes, ^ in front excludes them (default: every up interface, "
+              "loopback last)");
 
 Status ReadInt(const std::function<const char*(const char*)>& getenv, const char* name, int* out,
                bool* found) {
@@ -26,6 +43,128 @@ Status ReadInt(const std::function<const char*(const char*)>& getenv, const char
   return Status::Ok();
 }
 
+#ifdef WEFT_WITH_MPI
+// Whether interface `name` passes a WEFT_SOCKET_IFNAME spec ("eth,ib" or "^docker,veth").
+bool IfnameSelected(const std::string& spec, const std::string& name) {
+  if (spec.empty()) return true;
+  bool exclude = spec[0] == '^';
+  std::stringstream in(exclude ? spec.substr(1) : spec);
+  std::string prefix;
+  while (std::getline(in, prefix, ',')) {
+    if (!prefix.empty() && name.compare(0, prefix.size(), prefix) == 0) return !exclude;
+  }
+  return exclude;
+}
+
+// IPv4 addresses of up interfaces that WEFT_SOCKET_IFNAME selects, loopback ones last (they only
+// reach ranks on this host).
+Result<std::vector<std::string>> CandidateAddresses(const std::string& spec) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return ErrnoError("getifaddrs", errno);
+  std::vector<std::string> outer, loopback;
+  for (ifaddrs* ifa = list; ifa != nullptr; ifa = ifa->ifa_next) {
+    if (ifa->ifa_addr == nullptr || ifa->ifa_addr->sa_family != AF_INET) continue;
+    if (!(ifa->ifa_flags & IFF_UP) || !IfnameSelected(spec, ifa->ifa_name)) continue;
+    char buf[INET_ADDRSTRLEN] = {0};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ifa->ifa_addr)->sin_addr, buf, sizeof(buf));
+    ((ifa->ifa_flags & IFF_LOOPBACK) ? loopback : outer).push_back(buf);
+  }
+  freeifaddrs(list);
+  outer.insert(outer.end(), loopback.begin(), loopback.end());
+  if (outer.empty()) {
+    return NotFoundError(
+        "no up IPv4 interface" +
+        (spec.empty() ? std::string() : " matches WEFT_SOCKET_IFNAME='" + spec + "'"));
+  }
+  return outer;
+}
+
+// The MPI exchange: rank 0 serves the store on every interface and broadcasts
+// "weft-mpi/1\n<secret>\n<port>\n<addr>,<addr>..."; every rank then dials the candidates in order
+// (a short deadline each, rounds until `deadline`) and keeps the first that authenticates.
+Result<std::unique_ptr<BootstrapStore>> OpenMpiBootstrapStore(const BootstrapInfo& info,
+                                                              Deadline deadline) {
+  auto level = mpi::EnsureInitialized();
+  if (!level.ok()) return level.status().WithContext("MPI bootstrap");
+  if (mpi::WorldRank() != info.rank || mpi::WorldSize() != info.world_size) {
+    return FailedPreconditionError(
+        "MPI bootstrap: MPI_COMM_WORLD says rank " + std::to_string(mpi::WorldRank()) + " of " +
+        std::to_string(mpi::WorldSize()) + " but the environment says rank " +
+        std::to_string(info.rank) + " of " + std::to_string(info.world_size));
+  }
+  auto out = std::make_unique<BootstrapStore>();
+  std::string message;
+  Status prepared = Status::Ok();
+  if (info.rank == 0) {
+    // Rank 0 broadcasts even when it failed (its error), so that nobody waits for it.
+    auto secret = NewSecretHex();
+    auto candidates = CandidateAddresses(kSocketIfnameKnob.Get());
+    if (!secret.ok()) {
+      prepared = secret.status();
+    } else if (!candidates.ok()) {
+      prepared = candidates.status();
+    } else {
+      auto server = TcpStoreServer::Start("", 0, *secret);
+      if (!server.ok()) {
+        prepared = server.status().WithContext("rank 0 serving the store");
+      } else {
+        message = "weft-mpi/1\n" + *secret + "\n" + std::to_string((*server)->port()) + "\n";
+        for (size_t i = 0; i < candidates->size(); ++i) {
+          message += (i ? "," : "") + (*candidates)[i];
+        }
+        out->server = std::move(*server);
+      }
+    }
+  }
+  if (!prepared.ok()) message = "weft-mpi-error/1\n" + prepared.ToString();
+  WEFT_RETURN_IF_ERROR(mpi::Broadcast(&message, 0).WithContext("MPI bootstrap"));
+  if (!prepared.ok()) return prepared.WithContext("MPI bootstrap");
+  if (message.rfind("weft-mpi-error/1\n", 0) == 0) {
+    return FailedPreconditionError("MPI bootstrap: rank 0 could not serve the store: " +
+                                   message.substr(message.find('\n') + 1));
+  }
+  std::vector<std::string> lines;
+  {
+    std::stringstream in(message);
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(line);
+  }
+  int64_t port = 0;
+  if (lines.size() != 4 || lines[0] != "weft-mpi/1" || !ParseInt(lines[2], &port)) {
+    return InternalError("MPI bootstrap: malformed message from rank 0");
+  }
+  const std::string& secret = lines[1];
+  std::vector<std::string> candidates;
+  {
+    std::stringstream in(lines[3]);
+    std::string a;
+    while (std::getline(in, a, ',')) candidates.push_back(a);
+  }
+  Status last = UnavailableError("no candidate address");
+  while (true) {
+    for (const auto& addr : candidates) {
+      Deadline attempt = Deadline::AfterMs(2000).Min(deadline);
+      auto client =
+          TcpStoreClient::Connect(HostPort{addr, static_cast<int>(port)}, secret, attempt);
+      if (client.ok()) {
+        WEFT_LOG(INFO) << "MPI bootstrap: store at " << addr << ":" << port << " (rank 0)";
+        out->store = std::move(*client);
+        return out;
+      }
+      last = client.status();
+      WEFT_LOG(INFO) << "MPI bootstrap: store candidate " << addr << ":" << port
+                     << " failed: " << last.ToString();
+      if (deadline.Expired()) break;
+    }
+    if (deadline.Expired()) break;
+  }
+  return Status(last.code(), "MPI bootstrap: rank " + std::to_string(info.rank) +
+                                 " reached none of rank 0's store addresses (" + lines[3] + ":" +
+                                 lines[2] +
+                                 "; WEFT_SOCKET_IFNAME narrows them): " + last.message());
+}
+#endif
+
 }  // namespace
 
 Result<BootstrapInfo> BootstrapFromEnv(const std::function<const char*(const char*)>& getenv) {
@@ -33,6 +172,7 @@ Result<BootstrapInfo> BootstrapFromEnv(const std::function<const char*(const cha
   (void)kWorldKnob;
   (void)kLocalRankKnob;
   (void)kStoreKnob;
+  (void)kSocketIfnameKnob;
   BootstrapInfo info;
   // Rank and size: the first launcher whose pair of variables is present wins.
   static constexpr const char* kPairs[][4] = {
@@ -81,9 +221,20 @@ Result<BootstrapInfo> BootstrapFromEnv(const std::function<const char*(const cha
     }
     info.store_url = "tcp://" + std::string(addr) + ":" + port;
     info.serve_store = info.rank == 0;
+  } else if (info.source == "Open MPI" || info.source == "PMIx") {
+#ifdef WEFT_WITH_MPI
+    info.mpi_exchange = true;
+#else
+    return InvalidArgumentError(
+        "no rendezvous store in the environment, and this weft was built "
+        "without MPI (WEFT_WITH_MPI) to exchange one under mpirun: set "
+        "WEFT_STORE (tcp://host:port or file:///dir) or MASTER_ADDR and "
+        "MASTER_PORT");
+#endif
   } else {
-    return InvalidArgumentError("no rendezvous store in the environment: set WEFT_STORE "
-                                "(tcp://host:port or file:///dir) or MASTER_ADDR and MASTER_PORT");
+    return InvalidArgumentError(
+        "no rendezvous store in the environment: set WEFT_STORE "
+        "(tcp://host:port or file:///dir) or MASTER_ADDR and MASTER_PORT");
   }
   if (const char* s = getenv("WEFT_JOB_SECRET")) info.secret = s;
   if (const char* j = getenv("WEFT_JOB_ID")) info.job_id = j;
@@ -96,6 +247,9 @@ Result<BootstrapInfo> BootstrapFromEnv() {
 
 Result<std::unique_ptr<BootstrapStore>> OpenBootstrapStore(const BootstrapInfo& info,
                                                            Deadline deadline) {
+#ifdef WEFT_WITH_MPI
+  if (info.mpi_exchange) return OpenMpiBootstrapStore(info, deadline);
+#endif
   auto out = std::make_unique<BootstrapStore>();
   if (info.serve_store) {
     WEFT_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(info.store_url.substr(6)));

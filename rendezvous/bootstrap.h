@@ -21,6 +21,10 @@ struct BootstrapInfo {
   // True when this rank must serve the TCP store itself (rank 0 under MASTER_ADDR/MASTER_PORT,
   // as PyTorch does).
   bool serve_store = false;
+  // True under Open MPI's mpirun with no store in the environment (and weft built with
+  // WEFT_WITH_MPI): OpenBootstrapStore initialises MPI, rank 0 serves the TCP store and
+  // broadcasts its address and a fresh secret with MPI_Bcast; store_url is empty until then.
+  bool mpi_exchange = false;
   std::string secret;  // WEFT_JOB_SECRET, may be empty
   std::string job_id;  // WEFT_JOB_ID, may be empty
   std::string source;  // which launcher's variables were used, for messages
@@ -32,7 +36,10 @@ Result<BootstrapInfo> BootstrapFromEnv(const std::function<const char*(const cha
 Result<BootstrapInfo> BootstrapFromEnv();
 
 // The store a bootstrapped rank uses, with the server it runs when it serves one. Destroying it
-// stops the server; keep it alive as long as ranks may still talk to the store.
+// stops the server; keep it alive as long as ranks may still talk to the store. With
+// info.mpi_exchange this is collective over MPI_COMM_WORLD: rank 0 serves the store on every
+// interface and broadcasts all its candidate addresses (IPv4 of up interfaces, narrowed by
+// WEFT_SOCKET_IFNAME, loopback last), and each rank keeps the first candidate that connects.
 struct BootstrapStore {
   std::unique_ptr<TcpStoreServer> server;
   std::unique_ptr<Store> store;

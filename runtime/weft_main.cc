@@ -7,9 +7,12 @@
 #include "base/env.h"
 #include "runtime/bench.h"
 #include "runtime/launcher.h"
+#include "runtime/topo_cli.h"
 #ifdef WEFT_WITH_GRPC
 #include "scheduler/scheduler_cli.h"
 #endif
+#include "runtime/planner/planner.h"
+#include "runtime/train/train_command.h"
 
 namespace {
 
@@ -20,6 +23,9 @@ void Usage(FILE* out) {
                "commands:\n"
                "  run -n N [--transport T] -- PROGRAM ARGS   launch N local ranks\n"
                "  bench COLLECTIVE [options]                 nccl-tests-style benchmark (run on every rank)\n"
+               "  plan --model M --cluster C [pins]          choose a pipeline/data-parallel partition\n"
+               "  train [options]                            MLP on Fashion-MNIST, pipeline x data parallel\n"
+               "  topo [--probe] [--json]                    hosts, transports, link alpha/beta\n"
                "  env                                        list every WEFT_* knob\n"
                "  help                                       this text\n");
 #ifdef WEFT_WITH_GRPC
@@ -47,6 +53,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "run") return weft::runtime::RunCommand(args);
   if (cmd == "bench") return weft::runtime::BenchCommand(args);
+  if (cmd == "plan") return weft::runtime::planner::PlanCommand(args);
+  if (cmd == "train") return weft::runtime::train::TrainCommand(args);
+  if (cmd == "topo") return weft::runtime::TopoCommand(args);
   if (cmd == "env") return EnvCommand();
 #ifdef WEFT_WITH_GRPC
   bool handled = false;

@@ -10,13 +10,19 @@ packages=(
   cmake
   libgtest-dev      # GoogleTest (static libraries and CMake config)
   iproute2          # ip netns for multi-host tests
+  libopenmpi-dev    # MPI bootstrap under mpirun and the mpi transport (WEFT_WITH_MPI)
+  openmpi-bin       # mpirun for the MPI tests
   procps            # ps/pgrep used by a few tests' diagnostics
+  libopenblas-dev   # weft train: matrix products (optional at configure: WEFT_WITH_BLAS)
+  zlib1g-dev        # weft train: reads the gzip-compressed IDX files (else through gzip -dc)
+  dataset-fashion-mnist  # weft train's data set (IDX files under /usr/share/datasets)
   libgrpc++-dev     # scheduler: gRPC C++ (WEFT_WITH_GRPC)
   protobuf-compiler-grpc  # scheduler: grpc_cpp_plugin
   libprotobuf-dev   # scheduler: protobuf runtime
   protobuf-compiler # scheduler: protoc
   libsqlite3-dev    # scheduler: SQLite state store
   prometheus        # scheduler tests: promtool and a real Prometheus scraping /metrics
+  libucx-dev        # the ucx transport (WEFT_WITH_UCX): tcp, shared memory, InfiniBand/RoCE
 )
 
 bench_packages=(

@@ -128,6 +128,7 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                                ? options.shm_coll_chunk_bytes
                                : static_cast<size_t>(std::max<int64_t>(4096, kShmCollChunkKnob.GetBytes()));
   o.shm_direct_max_bytes = static_cast<size_t>(kShmDirectMaxKnob.GetBytes());
+  o.shm_coll_spin_us = static_cast<int>(kShmCollSpinKnob.GetInt());
   if (o.shm_direct_max_bytes > o.shm_coll_chunk_bytes) o.shm_direct_max_bytes = o.shm_coll_chunk_bytes;
   for (const auto& t : o.transports) {
     const auto avail = transport::AvailableTransports();
@@ -264,7 +265,7 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
     ac.rank = rank_;
     ac.size = world_size_;
     ac.slot_bytes = options_.shm_coll_chunk_bytes;
-    ac.spin_us = static_cast<int>(kShmCollSpinKnob.GetInt());
+    ac.spin_us = options_.shm_coll_spin_us;
     ac.world_ranks = everyone;
     auto arena = LocalArena::Attach(ac, deadline);
     if (!arena.ok()) return arena.status().WithContext("shared-memory arena");

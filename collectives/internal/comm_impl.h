@@ -17,6 +17,7 @@
 #include "base/deadline.h"
 #include "base/status.h"
 #include "collectives/communicator.h"
+#include "collectives/link_model.h"
 #include "collectives/internal/hierarchy.h"
 #include "collectives/internal/local_arena.h"
 #include "rendezvous/store.h"
@@ -39,6 +40,7 @@ struct ResolvedOptions {
   bool shm_coll = true;
   size_t shm_coll_chunk_bytes = 0;
   size_t shm_direct_max_bytes = 0;
+  int shm_coll_spin_us = 50;
 };
 
 // Connections of a root communicator, shared (shared_ptr) with its split children. Owns the
@@ -233,6 +235,8 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   uint32_t NextSplitIndex() { return split_count_.fetch_add(1); }
   LocalArena* arena() const { return arena_; }
   Hierarchy* hierarchy() const { return hierarchy_.get(); }
+  const LinkModels& link_models() const { return link_models_; }
+  void SetLinkModels(LinkModels m) { link_models_ = std::move(m); }
   void SetHierarchy(std::unique_ptr<Hierarchy> h) { hierarchy_ = std::move(h); }
   void SetArena(std::unique_ptr<LocalArena> a) {
     owned_arena_ = std::move(a);
@@ -264,6 +268,7 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   std::unique_ptr<LocalArena> owned_arena_;
   LocalArena* arena_ = nullptr;
   std::unique_ptr<Hierarchy> hierarchy_;
+  LinkModels link_models_;
 };
 
 }  // namespace weft::collectives::internal

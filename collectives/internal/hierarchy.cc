@@ -63,6 +63,7 @@ Result<std::unique_ptr<Hierarchy>> BuildHierarchy(CommImpl& comm, Deadline deadl
     ac.rank = h->local_rank;
     ac.size = h->local_size;
     ac.slot_bytes = shared.options().shm_coll_chunk_bytes;
+    ac.spin_us = shared.options().shm_coll_spin_us;
     ac.world_ranks = local_world;
     WEFT_ASSIGN_OR_RETURN(auto arena, LocalArena::Attach(ac, deadline));
     // Everyone on the host has it mapped once this barrier (over the transports) completes.

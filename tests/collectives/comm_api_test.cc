@@ -87,6 +87,14 @@ TEST_P(CommApi, SplitMakesIndependentGroups) {
     auto w = world.AllReduce(&v, &sum, 1, DType::kInt64, ReduceOp::kSum);
     ASSERT_TRUE(w.ok() && w->Wait().ok());
     EXPECT_EQ(sum, n);
+    // A later split after one where rank 5 opted out: every rank must still agree on the ids.
+    auto again = world.Split(0, rank);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    int64_t one = 1, total = 0;
+    auto w3 = (*again)->AllReduce(&one, &total, 1, DType::kInt64, ReduceOp::kSum);
+    ASSERT_TRUE(w3.ok());
+    ASSERT_TRUE(w3->Wait(Deadline::AfterMs(20000)).ok()) << w3->status().ToString();
+    EXPECT_EQ(total, n);
   });
 }
 

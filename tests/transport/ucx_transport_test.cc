@@ -1,0 +1,322 @@
+// UCX-specific transport tests, beyond the shared conformance suite, each run over UCX's tcp
+// transport and over its shared-memory transports (UCX_TLS=tcp and posix,cma,self): FIFO matching
+// across the inline and the separate-data paths, size mismatches on both paths, a wrong job
+// secret, a peer process SIGKILLed mid-receive (named within seconds, through UCX's own error
+// report and through the same-host pidfd), and idle CPU use of a connected transport.
+//
+// The killed-peer tests re-execute this binary as the peer (WEFT_UCX_TEST_CHILD), so the child
+// starts UCX in a fresh process instead of inheriting a forked copy of the parent's.
+#include "transport/ucx/ucx_transport.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace weft::transport::ucx {
+namespace {
+
+constexpr char kSecret[] = "ucx-test-secret";
+
+std::string NewJobId() {
+  static std::atomic<int> counter{0};
+  return "ucxtest" + std::to_string(getpid()) + "x" + std::to_string(counter++);
+}
+
+TransportConfig Config(int rank, int n, const std::string& job, const std::string& secret,
+                       const std::string& host) {
+  TransportConfig c;
+  c.rank = rank;
+  c.world_size = n;
+  c.host_id = host;
+  c.secret = secret;
+  c.job_id = job;
+  return c;
+}
+
+std::vector<uint8_t> Pattern(size_t n, int seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>((i * 131 + seed * 17 + (i >> 9)) & 0xff);
+  return v;
+}
+
+Deadline Soon() { return Deadline::AfterMs(20000); }
+
+// Ranks as threads of this process. Endpoints are destroyed before transports.
+struct Ranks {
+  std::vector<std::unique_ptr<Transport>> transports;
+  std::vector<std::vector<std::unique_ptr<Endpoint>>> endpoints;  // [rank][peer]
+  std::vector<Status> connect_status;
+  ~Ranks() {
+    endpoints.clear();
+    transports.clear();
+  }
+};
+
+void MakeRanks(Ranks& r, int n, const std::string& tls, std::vector<std::string> secrets = {},
+               size_t inline_bytes = 0) {
+  std::string job = NewJobId();
+  std::vector<PeerInfo> infos;
+  UcxTransportOptions options;
+  options.tls = tls;
+  options.inline_bytes = inline_bytes;
+  for (int i = 0; i < n; ++i) {
+    std::string secret = secrets.empty() ? kSecret : secrets[i];
+    auto t = CreateUcxTransport(Config(i, n, job, secret, "ucx-test-host"), options);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    auto addr = (*t)->Listen();
+    ASSERT_TRUE(addr.ok()) << addr.status().ToString();
+    ASSERT_FALSE(addr->empty());
+    infos.push_back(PeerInfo{i, "ucx-test-host", static_cast<int>(getpid()), *addr});
+    r.transports.push_back(std::move(*t));
+  }
+  r.endpoints.resize(n);
+  r.connect_status.resize(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      std::vector<PeerInfo> peers;
+      for (int p = 0; p < n; ++p) {
+        if (p != i) peers.push_back(infos[p]);
+      }
+      auto eps = r.transports[i]->Connect(peers, Deadline::AfterMs(5000));
+      if (!eps.ok()) {
+        r.connect_status[i] = eps.status();
+        return;
+      }
+      r.endpoints[i].resize(n);
+      for (size_t k = 0; k < peers.size(); ++k) {
+        r.endpoints[i][peers[k].rank] = std::move((*eps)[k]);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+class UcxTransportTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UcxTransportTest, FifoAcrossInlineAndDataPaths) {
+  Ranks r;
+  // A small inline limit so both paths interleave within one tag.
+  MakeRanks(r, 2, GetParam(), {}, /*inline_bytes=*/1024);
+  ASSERT_TRUE(r.connect_status[0].ok()) << r.connect_status[0].ToString();
+  ASSERT_TRUE(r.connect_status[1].ok()) << r.connect_status[1].ToString();
+  constexpr int kMsgs = 40;
+  std::vector<std::vector<uint8_t>> out, in(kMsgs);
+  for (int i = 0; i < kMsgs; ++i) out.push_back(Pattern((i % 3 == 0) ? i * 10 : 1000 + i * 7919, i));
+  std::vector<RequestPtr> reqs;
+  // Half the receives are posted before the sends, half after (unexpected path).
+  for (int i = 0; i < kMsgs / 2; ++i) {
+    in[i].resize(out[i].size());
+    auto q = r.endpoints[1][0]->PostRecv(in[i].data(), in[i].size(), 5 + (i % 2));
+    ASSERT_TRUE(q.ok());
+    reqs.push_back(*q);
+  }
+  for (int i = 0; i < kMsgs; ++i) {
+    auto q = r.endpoints[0][1]->PostSend(out[i].data(), out[i].size(), 5 + (i % 2));
+    ASSERT_TRUE(q.ok());
+    reqs.push_back(*q);
+  }
+  for (int i = kMsgs / 2; i < kMsgs; ++i) {
+    in[i].resize(out[i].size());
+    auto q = r.endpoints[1][0]->PostRecv(in[i].data(), in[i].size(), 5 + (i % 2));
+    ASSERT_TRUE(q.ok());
+    reqs.push_back(*q);
+  }
+  for (auto& q : reqs) {
+    Status st = q->Wait(Soon());
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  for (int i = 0; i < kMsgs; ++i) EXPECT_EQ(in[i], out[i]) << "message " << i;
+  auto stats = GetUcxStats(*r.transports[0]);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_GT(stats->inline_sends, 0u);
+  EXPECT_GT(stats->data_sends, 0u);
+  EXPECT_EQ(GetUcxStats(*r.transports[1])->dropped_ctrl, 0u);
+}
+
+TEST_P(UcxTransportTest, LargeSizeMismatchFailsTheReceiveOnly) {
+  Ranks r;
+  MakeRanks(r, 2, GetParam());
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  // Bigger and smaller than the receive, both on the separate-data (rendezvous) path.
+  for (auto [send_size, recv_size] : {std::pair<size_t, size_t>{1 << 20, 512 << 10},
+                                      std::pair<size_t, size_t>{300000, 600000}}) {
+    auto out = Pattern(send_size, 1);
+    std::vector<uint8_t> in(recv_size);
+    auto s = r.endpoints[0][1]->PostSend(out.data(), out.size(), 9);
+    auto q = r.endpoints[1][0]->PostRecv(in.data(), in.size(), 9);
+    ASSERT_TRUE(s.ok() && q.ok());
+    Status st = (*q)->Wait(Soon());
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+    EXPECT_NE(st.message().find("rank 0"), std::string::npos) << st.message();
+    (*s)->Wait(Soon()).IgnoreError();
+    // The pair stays usable, and the dropped message does not resurface.
+    auto ok_out = Pattern(2 << 20, 2);
+    std::vector<uint8_t> ok_in(ok_out.size());
+    auto s2 = r.endpoints[0][1]->PostSend(ok_out.data(), ok_out.size(), 9);
+    auto q2 = r.endpoints[1][0]->PostRecv(ok_in.data(), ok_in.size(), 9);
+    ASSERT_TRUE(s2.ok() && q2.ok());
+    ASSERT_TRUE((*q2)->Wait(Soon()).ok());
+    ASSERT_TRUE((*s2)->Wait(Soon()).ok());
+    EXPECT_EQ(ok_in, ok_out);
+  }
+}
+
+TEST_P(UcxTransportTest, WrongSecretIsRefused) {
+  Ranks r;
+  MakeRanks(r, 2, GetParam(), {"the-right-secret", "a-wrong-secret"});
+  for (int i = 0; i < 2; ++i) {
+    const Status& st = r.connect_status[i];
+    EXPECT_EQ(st.code(), StatusCode::kUnauthenticated) << st.ToString();
+    EXPECT_NE(st.message().find("rank " + std::to_string(1 - i)), std::string::npos)
+        << st.message();
+  }
+}
+
+TEST_P(UcxTransportTest, IdleTransportUsesLittleCpu) {
+  Ranks r;
+  MakeRanks(r, 2, GetParam());
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  // Receives pending on both sides, as a communicator keeps them (failure notices).
+  char a[8], b[8];
+  auto q0 = r.endpoints[0][1]->PostRecv(a, sizeof(a), 77);
+  auto q1 = r.endpoints[1][0]->PostRecv(b, sizeof(b), 77);
+  ASSERT_TRUE(q0.ok() && q1.ok());
+  auto cpu = [] {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  };
+  double before = cpu();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  double used = cpu() - before;
+  EXPECT_LT(used, 0.1) << "two idle ucx transports used " << used << " s of CPU in 1 s";
+  // Still alive afterwards.
+  char x[8] = "wake-up";
+  auto s = r.endpoints[0][1]->PostSend(x, sizeof(x), 77);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*q1)->Wait(Soon()).ok());
+  EXPECT_EQ(std::memcmp(b, x, sizeof(x)), 0);
+}
+
+// ---- A peer in another process, SIGKILLed ----
+
+// The child: rank 1 of 2. Reads its setup from the environment, publishes its address on a pipe,
+// connects, sends one message and waits to be killed.
+int ChildMain() {
+  const char* tls = std::getenv("WEFT_UCX_TEST_TLS");
+  const char* host = std::getenv("WEFT_UCX_TEST_HOST");
+  const char* job = std::getenv("WEFT_UCX_TEST_JOB");
+  const char* parent_addr = std::getenv("WEFT_UCX_TEST_PARENT_ADDR");
+  const int out_fd = std::atoi(std::getenv("WEFT_UCX_TEST_FD"));
+  UcxTransportOptions options;
+  options.tls = tls;
+  auto t = CreateUcxTransport(Config(1, 2, job, kSecret, host), options);
+  if (!t.ok()) return 2;
+  auto addr = (*t)->Listen();
+  if (!addr.ok()) return 3;
+  std::string line = *addr + "\n";
+  if (write(out_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return 4;
+  close(out_fd);
+  PeerInfo parent{0, "parent-host", static_cast<int>(getppid()), parent_addr};
+  auto eps = (*t)->Connect({parent}, Deadline::AfterMs(10000));
+  if (!eps.ok()) return 5;
+  char msg[4] = "hi!";
+  auto s = (*eps)[0]->PostSend(msg, sizeof(msg), 1);
+  if (!s.ok() || !(*s)->Wait(Deadline::AfterMs(10000)).ok()) return 6;
+  while (true) pause();
+}
+
+// Parent side: rank 0. `same_host` decides whether the child counts as on this host (pidfd
+// liveness, UCP's default error mode) or on another one (UCP_ERR_HANDLING_MODE_PEER).
+void KillPeerMidReceive(const std::string& tls, bool same_host) {
+  const std::string job = NewJobId();
+  UcxTransportOptions options;
+  options.tls = tls;
+  auto t = CreateUcxTransport(Config(0, 2, job, kSecret, "parent-host"), options);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  auto addr = (*t)->Listen();
+  ASSERT_TRUE(addr.ok());
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    setenv("WEFT_UCX_TEST_CHILD", "1", 1);
+    setenv("WEFT_UCX_TEST_TLS", tls.c_str(), 1);
+    setenv("WEFT_UCX_TEST_HOST", same_host ? "parent-host" : "child-host", 1);
+    setenv("WEFT_UCX_TEST_JOB", job.c_str(), 1);
+    setenv("WEFT_UCX_TEST_PARENT_ADDR", addr->c_str(), 1);
+    setenv("WEFT_UCX_TEST_FD", std::to_string(fds[1]).c_str(), 1);
+    execl("/proc/self/exe", "ucx_transport_test", nullptr);
+    _exit(127);
+  }
+  close(fds[1]);
+  // Whatever fails below, the child does not outlive the test.
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  } reaper{pid};
+  std::string child_addr;
+  char c;
+  while (read(fds[0], &c, 1) == 1 && c != '\n') child_addr.push_back(c);
+  close(fds[0]);
+  ASSERT_FALSE(child_addr.empty()) << "the child did not publish an address";
+  PeerInfo child{1, same_host ? "parent-host" : "child-host", pid, child_addr};
+  auto eps = (*t)->Connect({child}, Deadline::AfterMs(10000));
+  ASSERT_TRUE(eps.ok()) << eps.status().ToString();
+  char hello[4] = {};
+  auto r1 = (*eps)[0]->PostRecv(hello, sizeof(hello), 1);
+  ASSERT_TRUE(r1.ok());
+  ASSERT_TRUE((*r1)->Wait(Soon()).ok());
+  EXPECT_STREQ(hello, "hi!");
+  std::vector<uint8_t> never(1 << 20);
+  auto r2 = (*eps)[0]->PostRecv(never.data(), never.size(), 2);
+  ASSERT_TRUE(r2.ok());
+  auto t0 = Clock::now();
+  kill(pid, SIGKILL);
+  Status st = (*r2)->Wait(Deadline::AfterMs(10000));
+  auto took = Clock::now() - t0;
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("rank 1"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("ucx"), std::string::npos) << st.message();
+  EXPECT_LT(took, std::chrono::seconds(5));
+  // Later requests fail at once with the same error.
+  auto s = (*eps)[0]->PostSend(hello, sizeof(hello), 3);
+  EXPECT_FALSE(s.ok() && (*s)->Wait(Deadline::AfterMs(2000)).ok());
+}
+
+TEST_P(UcxTransportTest, KilledSameHostPeerIsNamed) { KillPeerMidReceive(GetParam(), true); }
+
+TEST(UcxTransportTcpOnly, KilledRemotePeerIsNamedThroughUcxErrorHandling) {
+  // Across hosts the endpoint uses UCP_ERR_HANDLING_MODE_PEER and UCX reports the failure.
+  KillPeerMidReceive("tcp", false);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tls, UcxTransportTest, ::testing::Values("tcp", "posix,cma,self"),
+                         [](const auto& info) {
+                           return info.param == "tcp" ? std::string("tcp") : std::string("shm");
+                         });
+
+}  // namespace
+}  // namespace weft::transport::ucx
+
+int main(int argc, char** argv) {
+  if (std::getenv("WEFT_UCX_TEST_CHILD") != nullptr) return weft::transport::ucx::ChildMain();
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,1319 @@
+// The UCX transport's engine: UCP context and worker, connection and authentication, the
+// header-based matching of ucx_wire.h, the progress thread and failure handling. See
+// ucx_transport.h for the contract.
+//
+// Threads and locking. One mutex (Core::mu_) guards the UCP worker (created
+// UCS_THREAD_MODE_SERIALIZED) and all matching state. Whoever holds it may drive the worker: the
+// progress thread, a waiter spinning in Wait() (try-lock only), or a thread posting a request.
+// UCP callbacks therefore always run under the mutex; they only record an Event, and Drain()
+// handles the events after the UCP call returns, so no UCP call ever re-enters our state while
+// we iterate it (ucp_request_cancel and a forced ucp_ep_close_nbx call callbacks synchronously).
+//
+// Progress modes. Waiters spin for a while (WEFT_UCX_WAIT_SPIN_US) driving the worker themselves,
+// as MPI libraries do; a message that arrives while someone spins costs no thread wake-up and no
+// system call. While waiters keep finishing their requests by spinning ("poll mode", until 2 ms
+// after the last such spin) the progress thread leaves the worker unarmed and only looks in once a
+// millisecond, so senders need not signal us either. Otherwise ("event mode": idle, or a waiter
+// gave up spinning and sleeps) the worker is armed (ucp_worker_arm) and the thread sleeps in epoll
+// on the worker's event fd, an eventfd that posting threads write when they leave UCP work behind,
+// and one pidfd per same-host peer; it then wakes every 2 ms while UCP operations of ours are in
+// flight (a guard against a transport that leaves work without signalling the fd), every 100 ms
+// when none are, so an idle transport costs nothing measurable.
+#include "transport/ucx/ucx_transport.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <ucp/api/ucp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "base/env.h"
+#include "base/hmac.h"
+#include "base/logging.h"
+#include "base/socket_util.h"
+#include "transport/ucx/ucx_request.h"
+#include "transport/ucx/ucx_wire.h"
+
+namespace weft::transport::ucx {
+namespace {
+
+WEFT_ENV_KNOB(kInlineKnob, "WEFT_UCX_INLINE_BYTES", "8000",
+              "UCX messages up to this size travel inside their control message (0..65536); "
+              "larger ones go as a separate UCP message (eager or zero-copy rendezvous). Must "
+              "agree across ranks");
+
+constexpr size_t kMaxInlineBytes = 64 << 10;
+// Control-message receives kept posted on the worker (any source).
+constexpr int kBouncePool = 32;
+constexpr int kIdlePollMs = 100;
+constexpr int kBusyPollMs = 2;
+// Poll mode lasts this long after a waiter's spin last ended in a completion.
+constexpr std::chrono::nanoseconds kActiveWindow = std::chrono::milliseconds(2);
+constexpr int kActivePollMs = 1;
+constexpr std::chrono::milliseconds kFlushBound{200};
+constexpr std::chrono::milliseconds kCloseBound{1000};
+// epoll user data: small values are ours, pidfds carry kPidBase + rank.
+constexpr uint64_t kEfdKey = 0;
+constexpr uint64_t kWakeKey = 1;
+constexpr uint64_t kPidBase = 2;
+
+const char kHelloMagic[8] = {'w', 'e', 'f', 't', 'u', 'c', 'x', '1'};
+
+std::string UcsText(ucs_status_t s) { return ucs_status_string(s); }
+
+Result<std::string> HexDecode(std::string_view hex) {
+  if (hex.size() % 2 != 0) return InvalidArgumentError("odd length");
+  std::string out(hex.size() / 2, '\0');
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < out.size(); ++i) {
+    int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return InvalidArgumentError("not hexadecimal");
+    out[i] = static_cast<char>(hi * 16 + lo);
+  }
+  return out;
+}
+
+struct Peer;
+class Core;
+
+// One operation of ours on the worker: a send (one or two UCP messages), a receive, an
+// authentication message, a control-message receive (bounce), a flush or a close. Owned by
+// Core::ops_; it is the user_data of its UCP requests, so it lives until they have completed.
+struct Op {
+  enum class Kind { kSend, kRecv, kDrop, kAuthSend, kHelloRecv, kProofRecv, kBounce, kFlush, kClose };
+  Op(Core* c, Kind k, Peer* p) : core(c), kind(k), peer(p) {}
+  Core* const core;
+  const Kind kind;
+  Peer* const peer;  // null for bounces
+  std::shared_ptr<UcxRequest> req;
+  int parts = 0;                          // UCP requests not yet completed
+  void* ucp_reqs[2] = {nullptr, nullptr};  // in flight; null once their callback ran
+  ucs_status_t error = UCS_OK;            // first failed part
+  // Sends.
+  CtrlHeader hdr{};
+  ucp_dt_iov_t iov[2]{};
+  // Receives.
+  char* buf = nullptr;
+  size_t size = 0;
+  uint64_t tag = 0;
+  // Bounces and authentication messages.
+  std::unique_ptr<char[]> bounce;
+  size_t cap = 0;
+  HelloMsg hello{};
+  ProofMsg proof{};
+};
+
+// A message whose header arrived before any receive matched it.
+struct Arrived {
+  uint64_t tag = 0;
+  uint64_t size = 0;
+  uint64_t seq = 0;
+  bool is_inline = false;
+  std::unique_ptr<char[]> data;  // inline payload
+};
+
+struct Peer {
+  Core* core = nullptr;
+  int rank = -1;
+  int pid = 0;
+  std::string name;  // "rank 3"
+  bool same_host = false;
+  bool peer_mode = false;  // UCP_ERR_HANDLING_MODE_PEER
+  UniqueFd pidfd;
+  ucp_ep_h ep = nullptr;
+  // Authentication.
+  uint8_t nonce[32] = {};
+  uint8_t peer_nonce[32] = {};
+  bool got_hello = false;
+  bool got_proof = false;
+  ProofMsg proof_in{};
+  bool authed = false;
+  Status auth_error;
+  uint64_t token_out = 0;
+  uint64_t token_in = 0;
+  bool flushing = false;
+  // Data path.
+  Status failed;         // sticky: lost, refused or aborted
+  bool aborted = false;  // refuse even messages that had arrived
+  uint64_t next_send_seq = 0;
+  uint64_t next_ctrl_seq = 0;
+  std::map<uint64_t, Arrived> reorder;  // headers that overtook a lower seq
+  std::unordered_map<uint64_t, std::deque<Op*>> posted;        // per tag, in post order
+  std::unordered_map<uint64_t, std::deque<Arrived>> unexpected;  // per tag, in seq order
+  std::unordered_set<Op*> inflight;  // ops with UCP requests pending
+};
+
+struct Event {
+  Op* op = nullptr;
+  void* request = nullptr;  // to free; null for an immediate completion
+  int part = 0;
+  ucs_status_t status = UCS_OK;
+  ucp_tag_recv_info_t info{};
+  Peer* err_peer = nullptr;  // an endpoint error instead of a completion
+};
+
+std::string ProofText(const std::string& job, int from, int to, const uint8_t* nonce_from,
+                      const uint8_t* nonce_to, const char* what) {
+  std::string s = std::string("weft-ucx/1 ") + what + "|" + job + "|" + std::to_string(from) +
+                  "|" + std::to_string(to) + "|";
+  s.append(reinterpret_cast<const char*>(nonce_from), 32);
+  s.append(reinterpret_cast<const char*>(nonce_to), 32);
+  return s;
+}
+
+class Core final : public Progressor, public std::enable_shared_from_this<Core> {
+ public:
+  Core(const TransportConfig& config, size_t inline_bytes)
+      : config_(config), inline_bytes_(inline_bytes), who_("ucx rank " + std::to_string(config.rank)) {}
+  ~Core() override { Shutdown(); }
+
+  Status Init(const std::string& tls);
+  Result<std::string> Listen();
+  Result<std::vector<Peer*>> Connect(const std::vector<PeerInfo>& peers, Deadline deadline);
+  Result<RequestPtr> PostSend(Peer* peer, const void* data, size_t size, uint64_t tag);
+  Result<RequestPtr> PostRecv(Peer* peer, void* data, size_t size, uint64_t tag);
+  void AbortPeer(Peer* peer, const Status& why);
+  void Abort(const Status& why);
+  void Shutdown();
+  void PollOnce() override;
+  void BeginSpin() override;
+  void EndSpin(bool completed) override;
+  void ListenToEfd(bool on);
+  UcxStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+  const std::string& who() const { return who_; }
+
+  // UCP callbacks (run under mu_, inside a UCP call).
+  void PushEvent(Op* op, void* request, ucs_status_t status, const ucp_tag_recv_info_t* info) {
+    Event ev;
+    ev.op = op;
+    ev.request = request;
+    ev.status = status;
+    if (info != nullptr) ev.info = *info;
+    ev.part = (request != nullptr && op->ucp_reqs[1] == request) ? 1 : 0;
+    op->ucp_reqs[ev.part] = nullptr;
+    events_.push_back(ev);
+  }
+  void PushPeerError(Peer* peer, ucp_ep_h ep, ucs_status_t status) {
+    if (peer->ep != ep) return;  // an endpoint we already closed
+    Event ev;
+    ev.err_peer = peer;
+    ev.status = status;
+    events_.push_back(ev);
+  }
+
+ private:
+  Op* NewOp(Op::Kind kind, Peer* peer);
+  void ReleaseOp(Op* op);
+  void StartSend(Op* op, int part, ucp_ep_h ep, const void* buf, size_t count, uint64_t tag,
+                 ucp_datatype_t dt);
+  void StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask);
+  void Drain();
+  void Handle(const Event& ev);
+  void ProgressLocked();
+  void WakeIfSleeping();
+  void Wake();
+  void Run();
+
+  void PostBounce(Op* op);
+  void OnCtrl(const Event& ev);
+  void Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload);
+  void Match(Peer* peer, Op* recv, Arrived& a);
+  void OnHello(Op* op, const Event& ev);
+  void OnProof(Op* op, const Event& ev);
+  void Verify(Peer* peer);
+  void SendAuth(Peer* peer, TagKind kind, const void* msg, size_t len);
+
+  void FailPeer(Peer* peer, const Status& why, bool keep_arrived);
+  void CloseEp(Peer* peer, bool force);
+  void GracefulClose(const std::vector<Peer*>& peers);
+  void AbortLocked(const Status& why);
+  void OnPeerExited(Peer* peer);
+
+  const TransportConfig config_;
+  const size_t inline_bytes_;
+  const std::string who_;
+
+  std::mutex mu_;  // guards the worker and everything below
+  std::condition_variable cv_;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  int efd_ = -1;
+  UniqueFd epoll_fd_;
+  UniqueFd wake_fd_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<int> spinners_{0};
+  std::mutex efd_mu_;  // a leaf lock: serialises adding/removing the worker fd from epoll
+  bool efd_listened_ = true;
+  std::atomic<int64_t> last_spin_ns_{0};  // steady clock, when a spin last ended in a completion
+  bool shutdown_ = false;
+  std::string address_;
+  bool connect_started_ = false;
+  Status aborted_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+  std::unordered_map<int, Peer*> by_rank_;
+  std::unordered_map<Op*, std::unique_ptr<Op>> ops_;
+  std::vector<Op*> bounces_;
+  std::vector<Event> events_;
+  int busy_ops_ = 0;  // sends, data receives, flushes and closes in flight
+  UcxStats stats_;
+};
+
+// ---- UCP callbacks -----------------------------------------------------------------------------
+
+void SendCallback(void* request, ucs_status_t status, void* user_data) {
+  Op* op = static_cast<Op*>(user_data);
+  op->core->PushEvent(op, request, status, nullptr);
+}
+
+void RecvCallback(void* request, ucs_status_t status, const ucp_tag_recv_info_t* info,
+                  void* user_data) {
+  Op* op = static_cast<Op*>(user_data);
+  op->core->PushEvent(op, request, status, info);
+}
+
+void EpErrorCallback(void* arg, ucp_ep_h ep, ucs_status_t status) {
+  auto* peer = static_cast<Peer*>(arg);
+  peer->core->PushPeerError(peer, ep, status);
+}
+
+// ---- Setup -------------------------------------------------------------------------------------
+
+Status Core::Init(const std::string& tls) {
+  ucp_config_t* config = nullptr;
+  ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
+  if (st != UCS_OK) return UnavailableError(who_ + ": ucp_config_read: " + UcsText(st));
+  if (!tls.empty()) {
+    st = ucp_config_modify(config, "TLS", tls.c_str());
+    if (st != UCS_OK) {
+      ucp_config_release(config);
+      return InvalidArgumentError(who_ + ": UCX transports '" + tls + "': " + UcsText(st));
+    }
+  }
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_ESTIMATED_NUM_EPS;
+  params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+  params.estimated_num_eps = static_cast<size_t>(std::max(1, config_.world_size - 1));
+  st = ucp_init(&params, config, &context_);
+  ucp_config_release(config);
+  if (st != UCS_OK) {
+    context_ = nullptr;
+    return UnavailableError(who_ + ": ucp_init: " + UcsText(st));
+  }
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // our mutex serialises every call
+  st = ucp_worker_create(context_, &wp, &worker_);
+  if (st != UCS_OK) {
+    worker_ = nullptr;
+    return UnavailableError(who_ + ": ucp_worker_create: " + UcsText(st));
+  }
+  st = ucp_worker_get_efd(worker_, &efd_);
+  if (st != UCS_OK) return UnavailableError(who_ + ": ucp_worker_get_efd: " + UcsText(st));
+  epoll_fd_.Reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd_.valid()) return ErrnoError("epoll_create1", errno);
+  wake_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_fd_.valid()) return ErrnoError("eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kEfdKey;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, efd_, &ev) < 0) {
+    return ErrnoError("epoll_ctl(ADD ucp efd)", errno);
+  }
+  ev.data.u64 = kWakeKey;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev) < 0) {
+    return ErrnoError("epoll_ctl(ADD eventfd)", errno);
+  }
+  return Status::Ok();
+}
+
+Result<std::string> Core::Listen() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!aborted_.ok()) return aborted_;
+  if (!address_.empty()) return address_;
+  ucp_address_t* addr = nullptr;
+  size_t len = 0;
+  ucs_status_t st = ucp_worker_get_address(worker_, &addr, &len);
+  if (st != UCS_OK) return UnavailableError(who_ + ": ucp_worker_get_address: " + UcsText(st));
+  address_ = ToHex(addr, len);
+  ucp_worker_release_address(worker_, addr);
+  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  WEFT_LOG(INFO) << who_ << ": listening (worker address of " << len << " bytes)";
+  return address_;
+}
+
+void Core::SendAuth(Peer* peer, TagKind kind, const void* msg, size_t len) {
+  Op* op = NewOp(Op::Kind::kAuthSend, peer);
+  if (kind == TagKind::kHello) {
+    std::memcpy(&op->hello, msg, len);
+    StartSend(op, 0, peer->ep, &op->hello, len, MakeTag(kind, config_.rank), ucp_dt_make_contig(1));
+  } else {
+    std::memcpy(&op->proof, msg, len);
+    StartSend(op, 0, peer->ep, &op->proof, len, MakeTag(kind, config_.rank), ucp_dt_make_contig(1));
+  }
+}
+
+Result<std::vector<Peer*>> Core::Connect(const std::vector<PeerInfo>& infos, Deadline deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!aborted_.ok()) return aborted_;
+  if (connect_started_) return FailedPreconditionError(who_ + ": Connect() may be called once");
+  std::set<int> seen;
+  for (const PeerInfo& p : infos) {
+    if (p.rank < 0 || p.rank >= config_.world_size || p.rank == config_.rank) {
+      return InvalidArgumentError(who_ + ": Connect() with peer rank " + std::to_string(p.rank) +
+                                  " in a world of " + std::to_string(config_.world_size));
+    }
+    if (!seen.insert(p.rank).second) {
+      return InvalidArgumentError(who_ + ": Connect() lists rank " + std::to_string(p.rank) +
+                                  " twice");
+    }
+  }
+  connect_started_ = true;
+  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+
+  HelloMsg hello{};
+  std::memcpy(hello.magic, kHelloMagic, sizeof(hello.magic));
+  hello.rank = static_cast<uint32_t>(config_.rank);
+  hello.world_size = static_cast<uint32_t>(config_.world_size);
+  Digest256 job_hash = Sha256Of(config_.job_id);
+  std::memcpy(hello.job_hash, job_hash.data(), 32);
+
+  std::vector<Peer*> mine;
+  for (const PeerInfo& info : infos) {
+    peers_.push_back(std::make_unique<Peer>());
+    Peer* p = peers_.back().get();
+    p->core = this;
+    p->rank = info.rank;
+    p->pid = info.pid;
+    p->name = "rank " + std::to_string(info.rank);
+    by_rank_[p->rank] = p;
+    mine.push_back(p);
+    Status rs = RandomBytes(p->nonce, sizeof(p->nonce));
+    if (!rs.ok()) {
+      p->auth_error = rs;
+      continue;
+    }
+    auto addr = HexDecode(info.address);
+    if (!addr.ok() || addr->empty()) {
+      p->auth_error = InvalidArgumentError("its published address is not a hex UCP worker address");
+      continue;
+    }
+    // Same host: UCX may pick shared memory, whose 1.13 transports cannot handle peer failure,
+    // so liveness comes from a pidfd instead. Elsewhere UCX reports the failure itself.
+    p->same_host = !config_.host_id.empty() && info.host_id == config_.host_id && info.pid > 0;
+    if (p->same_host && info.pid != getpid()) {
+      int fd = static_cast<int>(syscall(SYS_pidfd_open, info.pid, 0));
+      if (fd >= 0) {
+        p->pidfd.Reset(fd);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = kPidBase + static_cast<uint64_t>(p->rank);
+        epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev);
+      } else {
+        WEFT_LOG(DEBUG) << who_ << ": pidfd_open(" << info.pid << "): " << std::strerror(errno);
+      }
+    }
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = reinterpret_cast<const ucp_address_t*>(addr->data());
+    ep.err_handler.cb = EpErrorCallback;
+    ep.err_handler.arg = p;  // peers live as long as the worker
+    ucs_status_t st = UCS_ERR_UNREACHABLE;
+    if (!p->same_host) {
+      ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      st = ucp_ep_create(worker_, &ep, &p->ep);
+      if (st == UCS_OK) {
+        p->peer_mode = true;
+        stats_.peer_failure_mode = true;
+      } else {
+        WEFT_LOG(WARN) << who_ << ": no UCX transport to " << p->name
+                       << " can report peer failure (" << UcsText(st)
+                       << "); its failure shows only as a timeout";
+      }
+    }
+    if (st != UCS_OK) {
+      ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+      st = ucp_ep_create(worker_, &ep, &p->ep);
+    }
+    if (st != UCS_OK) {
+      p->ep = nullptr;
+      p->auth_error = UnavailableError("ucp_ep_create: " + UcsText(st));
+      continue;
+    }
+    Op* h = NewOp(Op::Kind::kHelloRecv, p);
+    StartRecv(h, &h->hello, sizeof(HelloMsg), MakeTag(TagKind::kHello, p->rank), kFullMask);
+    Op* pr = NewOp(Op::Kind::kProofRecv, p);
+    StartRecv(pr, &pr->proof, sizeof(ProofMsg), MakeTag(TagKind::kProof, p->rank), kFullMask);
+    std::memcpy(hello.nonce, p->nonce, 32);
+    SendAuth(p, TagKind::kHello, &hello, sizeof(hello));
+  }
+  Drain();
+  WakeIfSleeping();
+
+  auto settled = [&] {
+    if (!aborted_.ok()) return true;
+    for (Peer* p : mine) {
+      if (!p->authed && p->auth_error.ok() && p->failed.ok()) return false;
+    }
+    return true;
+  };
+  while (!settled() && !deadline.Expired()) {
+    cv_.wait_for(lock, std::min<std::chrono::nanoseconds>(deadline.Remaining(),
+                                                          std::chrono::milliseconds(100)));
+  }
+  if (!aborted_.ok()) return aborted_;
+  std::map<int, Status> failures;
+  for (Peer* p : mine) {
+    if (!p->auth_error.ok()) {
+      failures.emplace(p->rank, p->auth_error);
+    } else if (!p->failed.ok()) {
+      failures.emplace(p->rank, p->failed);
+    } else if (!p->authed) {
+      failures.emplace(p->rank, DeadlineExceededError(
+                                    p->got_hello ? "its proof of the job secret did not arrive"
+                                                 : "its hello did not arrive"));
+    }
+  }
+  if (!failures.empty()) {
+    std::string ranks, details;
+    StatusCode code = StatusCode::kDeadlineExceeded;
+    for (auto& [rank, s] : failures) {
+      ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
+      details +=
+          (details.empty() ? "rank " : "; rank ") + std::to_string(rank) + ": " + s.message();
+      if (s.code() != StatusCode::kDeadlineExceeded && code == StatusCode::kDeadlineExceeded) {
+        code = s.code();
+      }
+    }
+    Status err(code, who_ + ": Connect() failed; " + (failures.size() == 1 ? "rank " : "ranks ") +
+                         ranks + " did not connect (" + details + ")");
+    // Refuse them all: a half-connected transport is of no use to the caller.
+    for (Peer* p : mine) {
+      FailPeer(p, err, /*keep_arrived=*/false);
+      p->aborted = true;
+      CloseEp(p, /*force=*/true);
+    }
+    Drain();
+    return err;
+  }
+  for (int i = 0; i < kBouncePool; ++i) {
+    Op* b = NewOp(Op::Kind::kBounce, nullptr);
+    b->cap = sizeof(CtrlHeader) + inline_bytes_;
+    b->bounce.reset(new char[b->cap]);
+    bounces_.push_back(b);
+    PostBounce(b);
+  }
+  Drain();
+  WakeIfSleeping();
+  WEFT_LOG(INFO) << who_ << ": connected to " << mine.size() << " peers";
+  return mine;
+}
+
+// ---- Operations --------------------------------------------------------------------------------
+
+Op* Core::NewOp(Op::Kind kind, Peer* peer) {
+  auto op = std::make_unique<Op>(this, kind, peer);
+  Op* raw = op.get();
+  ops_.emplace(raw, std::move(op));
+  return raw;
+}
+
+void Core::ReleaseOp(Op* op) {
+  if (op->peer != nullptr) op->peer->inflight.erase(op);
+  ops_.erase(op);
+}
+
+void Core::StartSend(Op* op, int part, ucp_ep_h ep, const void* buf, size_t count, uint64_t tag,
+                     ucp_datatype_t dt) {
+  ucp_request_param_t param{};
+  param.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+  param.cb.send = SendCallback;
+  param.user_data = op;
+  param.datatype = dt;
+  ++op->parts;
+  if (op->peer != nullptr) op->peer->inflight.insert(op);
+  ucs_status_ptr_t r = ucp_tag_send_nbx(ep, buf, count, tag, &param);
+  if (UCS_PTR_IS_PTR(r)) {
+    op->ucp_reqs[part] = r;
+    return;
+  }
+  Event ev;
+  ev.op = op;
+  ev.part = part;
+  ev.status = UCS_PTR_STATUS(r);
+  events_.push_back(ev);
+}
+
+void Core::StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask) {
+  // UCX 1.13 can complete a receive immediately without filling recv_info (seen as sender tag 0,
+  // length 0), so completions always come through the callback.
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+  param.cb.recv = RecvCallback;
+  param.user_data = op;
+  param.datatype = ucp_dt_make_contig(1);
+  ++op->parts;
+  if (op->peer != nullptr) op->peer->inflight.insert(op);
+  ucs_status_ptr_t r = ucp_tag_recv_nbx(worker_, buf, len, tag, mask, &param);
+  if (UCS_PTR_IS_PTR(r)) {
+    op->ucp_reqs[0] = r;
+    return;
+  }
+  Event ev;  // an error: not even a request
+  ev.op = op;
+  ev.status = UCS_PTR_STATUS(r);
+  events_.push_back(ev);
+}
+
+void Core::PostBounce(Op* b) {
+  StartRecv(b, b->bounce.get(), b->cap, MakeTag(TagKind::kCtrl, 0), kKindMask);
+}
+
+Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uint64_t tag) {
+  if (data == nullptr && size > 0) {
+    return InvalidArgumentError("PostSend: null buffer of " + std::to_string(size) +
+                                " bytes for ucx " + peer->name);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!peer->failed.ok()) return peer->failed;
+  if (!aborted_.ok()) return aborted_;
+  auto req = std::make_shared<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size,
+                                          weak_from_this());
+  Op* op = NewOp(Op::Kind::kSend, peer);
+  op->req = req;
+  const uint64_t seq = peer->next_send_seq++;
+  const bool is_inline = size <= inline_bytes_;
+  op->hdr = CtrlHeader{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size};
+  ++busy_ops_;
+  const uint64_t ctrl_tag = MakeTag(TagKind::kCtrl, config_.rank);
+  if (is_inline) {
+    ++stats_.inline_sends;
+    op->iov[0] = ucp_dt_iov_t{&op->hdr, sizeof(CtrlHeader)};
+    op->iov[1] = ucp_dt_iov_t{const_cast<void*>(data), size};
+    StartSend(op, 0, peer->ep, op->iov, size > 0 ? 2 : 1, ctrl_tag, ucp_dt_make_iov());
+  } else {
+    // The header first, then the data on its own tag: both leave now, so the receiver never
+    // waits a round trip; UCP picks eager or rendezvous for the data by its size.
+    ++stats_.data_sends;
+    StartSend(op, 0, peer->ep, &op->hdr, sizeof(CtrlHeader), ctrl_tag, ucp_dt_make_contig(1));
+    StartSend(op, 1, peer->ep, data, size, MakeTag(TagKind::kData, config_.rank, seq),
+              ucp_dt_make_contig(1));
+  }
+  Drain();
+  if (!req->done()) WakeIfSleeping();
+  return RequestPtr(std::move(req));
+}
+
+Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t tag) {
+  if (data == nullptr && size > 0) {
+    return InvalidArgumentError("PostRecv: null buffer of " + std::to_string(size) +
+                                " bytes for ucx " + peer->name);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (peer->aborted) return peer->failed;
+  if (!aborted_.ok()) return aborted_;
+  auto req = std::make_shared<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
+                                          weak_from_this());
+  Op* op = NewOp(Op::Kind::kRecv, peer);
+  op->req = req;
+  op->buf = static_cast<char*>(data);
+  op->size = size;
+  op->tag = tag;
+  auto it = peer->unexpected.find(tag);
+  if (it != peer->unexpected.end()) {
+    Arrived a = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) peer->unexpected.erase(it);
+    Match(peer, op, a);
+    Drain();
+    if (!req->done()) WakeIfSleeping();
+    return RequestPtr(std::move(req));
+  }
+  // A lost peer sends nothing more; only messages that had wholly arrived (above) can match.
+  if (!peer->failed.ok()) {
+    ReleaseOp(op);
+    return peer->failed;
+  }
+  peer->posted[tag].push_back(op);
+  return RequestPtr(std::move(req));
+}
+
+// ---- Matching ----------------------------------------------------------------------------------
+
+void Core::OnCtrl(const Event& ev) {
+  const int rank = TagRank(ev.info.sender_tag);
+  auto it = by_rank_.find(rank);
+  Peer* peer = it == by_rank_.end() ? nullptr : it->second;
+  const char* buf = ev.op->bounce.get();
+  const size_t len = ev.info.length;
+  CtrlHeader hdr{};
+  std::string why;
+  if (peer == nullptr || !peer->authed) {
+    why = "it names rank " + std::to_string(rank) + ", which is not an authenticated peer";
+  } else if (len < sizeof(CtrlHeader)) {
+    why = "it is too short";
+  } else {
+    std::memcpy(&hdr, buf, sizeof(hdr));
+    if (hdr.magic != kCtrlMagic || hdr.token != peer->token_in) {
+      why = "its magic or token is wrong (not from the authenticated " + peer->name + ")";
+    } else if ((hdr.flags & kInline) ? len != sizeof(CtrlHeader) + hdr.size
+                                     : len != sizeof(CtrlHeader)) {
+      why = "its length does not match its header";
+    }
+  }
+  if (!why.empty()) {
+    ++stats_.dropped_ctrl;
+    WEFT_LOG(WARN) << who_ << ": dropped a control message: " << why;
+    return;
+  }
+  if (peer->aborted) return;
+  const char* payload = buf + sizeof(CtrlHeader);
+  if (hdr.seq == peer->next_ctrl_seq) {
+    Deliver(peer, hdr, payload);
+    ++peer->next_ctrl_seq;
+    // Headers that overtook this one (possible only when UCP completes receives out of order).
+    for (auto r = peer->reorder.begin();
+         r != peer->reorder.end() && r->first == peer->next_ctrl_seq;
+         r = peer->reorder.erase(r)) {
+      CtrlHeader h{kCtrlMagic, r->second.is_inline ? kInline : 0u, 0, r->second.seq, r->second.tag,
+                   r->second.size};
+      Deliver(peer, h, r->second.data.get());
+      ++peer->next_ctrl_seq;
+    }
+  } else if (hdr.seq > peer->next_ctrl_seq) {
+    Arrived a;
+    a.tag = hdr.tag;
+    a.size = hdr.size;
+    a.seq = hdr.seq;
+    a.is_inline = (hdr.flags & kInline) != 0;
+    if (a.is_inline && hdr.size > 0) {
+      a.data.reset(new char[hdr.size]);
+      std::memcpy(a.data.get(), payload, hdr.size);
+    }
+    peer->reorder.emplace(hdr.seq, std::move(a));
+  } else {
+    ++stats_.dropped_ctrl;
+    WEFT_LOG(WARN) << who_ << ": dropped a repeated control message from " << peer->name;
+  }
+}
+
+void Core::Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload) {
+  Arrived a;
+  a.tag = hdr.tag;
+  a.size = hdr.size;
+  a.seq = hdr.seq;
+  a.is_inline = (hdr.flags & kInline) != 0;
+  auto it = peer->posted.find(hdr.tag);
+  if (it != peer->posted.end()) {
+    Op* recv = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) peer->posted.erase(it);
+    if (a.is_inline && recv->size == a.size) {
+      // Matched at once: copy straight from the bounce buffer.
+      if (a.size > 0) std::memcpy(recv->buf, payload, a.size);
+      recv->req->Complete(Status::Ok());
+      ReleaseOp(recv);
+      return;
+    }
+    Match(peer, recv, a);
+    return;
+  }
+  if (a.is_inline && a.size > 0) {
+    a.data.reset(new char[a.size]);
+    std::memcpy(a.data.get(), payload, a.size);
+  }
+  peer->unexpected[hdr.tag].push_back(std::move(a));
+}
+
+void Core::Match(Peer* peer, Op* recv, Arrived& a) {
+  if (a.size != recv->size) {
+    recv->req->Complete(InvalidArgumentError(
+        "ucx: message of " + std::to_string(a.size) + " bytes from " + peer->name +
+        " does not fit the " + std::to_string(recv->size) + "-byte receive (tag " +
+        HexTag(a.tag) + ")"));
+    ReleaseOp(recv);
+    if (!a.is_inline && peer->failed.ok()) {
+      // Consume the data message: a zero-byte receive truncates it (UCP tells a rendezvous
+      // sender it is done without moving the data).
+      static char sink;
+      Op* drop = NewOp(Op::Kind::kDrop, peer);
+      ++busy_ops_;
+      StartRecv(drop, &sink, 0, MakeTag(TagKind::kData, peer->rank, a.seq), kFullMask);
+    }
+    return;
+  }
+  if (a.is_inline) {
+    if (a.size > 0) std::memcpy(recv->buf, a.data.get(), a.size);
+    recv->req->Complete(Status::Ok());
+    ReleaseOp(recv);
+    return;
+  }
+  if (!peer->failed.ok()) {
+    // Its data was still with the peer when the peer was lost.
+    recv->req->Complete(peer->failed);
+    ReleaseOp(recv);
+    return;
+  }
+  ++busy_ops_;
+  StartRecv(recv, recv->buf, recv->size, MakeTag(TagKind::kData, peer->rank, a.seq), kFullMask);
+}
+
+// ---- Authentication ----------------------------------------------------------------------------
+
+void Core::OnHello(Op* op, const Event& ev) {
+  Peer* p = op->peer;
+  if (ev.status == UCS_ERR_CANCELED || p->authed || !p->auth_error.ok()) return;
+  if (ev.status != UCS_OK) {
+    p->auth_error = UnavailableError("receiving its hello: " + UcsText(ev.status));
+  } else if (ev.info.length != sizeof(HelloMsg) ||
+             std::memcmp(op->hello.magic, kHelloMagic, sizeof(kHelloMagic)) != 0) {
+    p->auth_error = FailedPreconditionError("it sent a malformed hello (" + std::to_string(ev.info.length) + " bytes)");
+  } else if (op->hello.rank != static_cast<uint32_t>(p->rank) ||
+             op->hello.world_size != static_cast<uint32_t>(config_.world_size)) {
+    p->auth_error = FailedPreconditionError(
+        "its hello says rank " + std::to_string(op->hello.rank) + " of " +
+        std::to_string(op->hello.world_size) + ", expected rank " + std::to_string(p->rank) +
+        " of " + std::to_string(config_.world_size));
+  } else if (std::memcmp(op->hello.job_hash, Sha256Of(config_.job_id).data(), 32) != 0) {
+    p->auth_error = FailedPreconditionError("it belongs to another job (job_id differs)");
+  }
+  if (!p->auth_error.ok()) {
+    cv_.notify_all();
+    return;
+  }
+  std::memcpy(p->peer_nonce, op->hello.nonce, 32);
+  p->got_hello = true;
+  const std::string& job = config_.job_id;
+  const int self = config_.rank;
+  Digest256 out = HmacSha256(config_.secret, ProofText(job, self, p->rank, p->nonce, p->peer_nonce, "token"));
+  Digest256 in = HmacSha256(config_.secret, ProofText(job, p->rank, self, p->peer_nonce, p->nonce, "token"));
+  std::memcpy(&p->token_out, out.data(), 8);
+  std::memcpy(&p->token_in, in.data(), 8);
+  ProofMsg proof;
+  Digest256 mac =
+      HmacSha256(config_.secret, ProofText(job, self, p->rank, p->nonce, p->peer_nonce, "proof"));
+  std::memcpy(proof.mac, mac.data(), 32);
+  SendAuth(p, TagKind::kProof, &proof, sizeof(proof));
+  if (p->got_proof) Verify(p);
+}
+
+void Core::OnProof(Op* op, const Event& ev) {
+  Peer* p = op->peer;
+  if (ev.status == UCS_ERR_CANCELED || p->authed || !p->auth_error.ok()) return;
+  if (ev.status != UCS_OK || ev.info.length != sizeof(ProofMsg)) {
+    p->auth_error = ev.status != UCS_OK
+                        ? UnavailableError("receiving its proof: " + UcsText(ev.status))
+                        : FailedPreconditionError("it sent a malformed proof");
+    cv_.notify_all();
+    return;
+  }
+  p->proof_in = op->proof;
+  p->got_proof = true;
+  if (p->got_hello) Verify(p);
+}
+
+void Core::Verify(Peer* p) {
+  Digest256 want = HmacSha256(config_.secret, ProofText(config_.job_id, p->rank, config_.rank,
+                                                        p->peer_nonce, p->nonce, "proof"));
+  if (ConstantTimeEqual(want.data(), p->proof_in.mac, 32)) {
+    p->authed = true;
+  } else {
+    p->auth_error = UnauthenticatedError(
+        "it failed authentication: its proof of the job secret does not match (wrong secret?)");
+    WEFT_LOG(WARN) << who_ << ": refused " << p->name << ": " << p->auth_error.message();
+  }
+  cv_.notify_all();
+}
+
+// ---- Events and progress -----------------------------------------------------------------------
+
+void Core::Drain() {
+  while (!events_.empty()) {
+    std::vector<Event> batch;
+    batch.swap(events_);
+    for (const Event& ev : batch) Handle(ev);
+  }
+}
+
+void Core::Handle(const Event& ev) {
+  if (ev.err_peer != nullptr) {
+    Peer* p = ev.err_peer;
+    if (p->ep == nullptr) return;
+    WEFT_LOG(WARN) << who_ << ": UCX reports " << p->name << " failed: " << UcsText(ev.status);
+    FailPeer(p, UnavailableError("ucx: " + p->name + " failed: " + UcsText(ev.status)),
+             /*keep_arrived=*/true);
+    CloseEp(p, /*force=*/true);
+    return;
+  }
+  Op* op = ev.op;
+  if (ev.request != nullptr) ucp_request_free(ev.request);
+  --op->parts;
+  if (ev.status != UCS_OK && op->error == UCS_OK) op->error = ev.status;
+  Peer* p = op->peer;
+  switch (op->kind) {
+    case Op::Kind::kSend: {
+      if (op->parts > 0) return;
+      --busy_ops_;
+      if (op->error == UCS_OK) {
+        op->req->Complete(Status::Ok());
+      } else {
+        op->req->Complete(!p->failed.ok() ? p->failed
+                                          : UnavailableError("ucx: sending to " + p->name +
+                                                             " failed: " + UcsText(op->error)));
+      }
+      ReleaseOp(op);
+      return;
+    }
+    case Op::Kind::kRecv: {
+      --busy_ops_;
+      if (ev.status == UCS_OK && ev.info.length == op->size) {
+        op->req->Complete(Status::Ok());
+      } else if (ev.status == UCS_OK || ev.status == UCS_ERR_MESSAGE_TRUNCATED) {
+        op->req->Complete(InvalidArgumentError(
+            "ucx: data of " + std::to_string(ev.info.length) + " bytes from " + p->name +
+            " does not fit the " + std::to_string(op->size) + "-byte receive (tag " +
+            HexTag(op->tag) + ")"));
+      } else {
+        op->req->Complete(!p->failed.ok() ? p->failed
+                                          : UnavailableError("ucx: receiving from " + p->name +
+                                                             " failed: " + UcsText(ev.status)));
+      }
+      ReleaseOp(op);
+      return;
+    }
+    case Op::Kind::kDrop:
+    case Op::Kind::kFlush:
+    case Op::Kind::kClose:
+      --busy_ops_;
+      if (op->kind == Op::Kind::kFlush) p->flushing = false;
+      ReleaseOp(op);
+      return;
+    case Op::Kind::kAuthSend:
+      if (ev.status != UCS_OK && p->auth_error.ok() && !p->authed) {
+        p->auth_error = UnavailableError("sending to it: " + UcsText(ev.status));
+        cv_.notify_all();
+      }
+      ReleaseOp(op);
+      return;
+    case Op::Kind::kHelloRecv:
+      OnHello(op, ev);
+      ReleaseOp(op);
+      return;
+    case Op::Kind::kProofRecv:
+      OnProof(op, ev);
+      ReleaseOp(op);
+      return;
+    case Op::Kind::kBounce: {
+      if (ev.status == UCS_ERR_CANCELED || !aborted_.ok()) {
+        bounces_.erase(std::remove(bounces_.begin(), bounces_.end(), op), bounces_.end());
+        ReleaseOp(op);
+        return;
+      }
+      if (ev.status == UCS_OK) {
+        OnCtrl(ev);
+      } else {
+        // A control message larger than our bounce buffers: the ranks disagree on
+        // WEFT_UCX_INLINE_BYTES, and the message is lost, so its sender's pair is unusable.
+        auto it = by_rank_.find(TagRank(ev.info.sender_tag));
+        std::string what = "ucx: a control message from rank " +
+                           std::to_string(TagRank(ev.info.sender_tag)) + " was lost (" +
+                           UcsText(ev.status) + "; do the ranks agree on WEFT_UCX_INLINE_BYTES?)";
+        WEFT_LOG(ERROR) << who_ << ": " << what;
+        if (it != by_rank_.end() && ev.status == UCS_ERR_MESSAGE_TRUNCATED) {
+          FailPeer(it->second, DataLossError(what), /*keep_arrived=*/true);
+          CloseEp(it->second, /*force=*/true);
+        }
+      }
+      PostBounce(op);
+      return;
+    }
+  }
+}
+
+void Core::ProgressLocked() {
+  do {
+    while (ucp_worker_progress(worker_) != 0) {
+    }
+    Drain();
+  } while (!events_.empty());
+}
+
+void Core::PollOnce() {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || shutdown_) return;
+  ProgressLocked();
+}
+
+void Core::ListenToEfd(bool on) {
+  std::lock_guard<std::mutex> lock(efd_mu_);
+  if (on == efd_listened_ || (on && spinners_.load() > 0)) return;
+  if (on) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kEfdKey;
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, efd_, &ev);
+  } else {
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, efd_, nullptr);
+  }
+  efd_listened_ = on;
+}
+
+void Core::BeginSpin() {
+  if (spinners_.fetch_add(1, std::memory_order_seq_cst) == 0) ListenToEfd(false);
+}
+
+void Core::EndSpin(bool completed) {
+  if (completed) {
+    last_spin_ns_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  if (spinners_.fetch_sub(1, std::memory_order_seq_cst) != 1 || completed) return;
+  // The last spinner is about to sleep: hand the worker back to the progress thread armed, as
+  // the thread itself would leave it, so the next event wakes it.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_) return;
+    do {
+      ProgressLocked();
+    } while (ucp_worker_arm(worker_) == UCS_ERR_BUSY);
+  }
+  ListenToEfd(true);
+  Wake();  // the thread may be in a poll-mode sleep with the fd unlistened
+}
+
+void Core::Wake() {
+  uint64_t one = 1;
+  ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  (void)ignored;
+}
+
+void Core::WakeIfSleeping() {
+  if (sleeping_.load(std::memory_order_seq_cst)) Wake();
+}
+
+void Core::Run() {
+  constexpr int kMaxEvents = 16;
+  epoll_event events[kMaxEvents];
+  while (!stop_.load()) {
+    int timeout;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (shutdown_) break;
+      ProgressLocked();
+      const int64_t since_spin =
+          Clock::now().time_since_epoch().count() - last_spin_ns_.load(std::memory_order_relaxed);
+      if (spinners_.load() > 0 || since_spin < kActiveWindow.count()) {
+        // Poll mode: waiters are driving the worker; look in now and then, unarmed.
+        timeout = kActivePollMs;
+      } else {
+        // Event mode: arm and sleep on the worker's fd.
+        if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;  // more arrived: progress again
+        ListenToEfd(true);
+        sleeping_.store(true, std::memory_order_seq_cst);
+        timeout = busy_ops_ > 0 ? kBusyPollMs : kIdlePollMs;
+      }
+    }
+    int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout);
+    sleeping_.store(false, std::memory_order_seq_cst);
+    for (int i = 0; i < n; ++i) {
+      uint64_t key = events[i].data.u64;
+      if (key == kWakeKey) {
+        uint64_t count;
+        ssize_t ignored = read(wake_fd_.get(), &count, sizeof(count));
+        (void)ignored;
+      } else if (key >= kPidBase) {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = by_rank_.find(static_cast<int>(key - kPidBase));
+        if (it != by_rank_.end()) OnPeerExited(it->second);
+      }
+    }
+  }
+}
+
+// ---- Failure -----------------------------------------------------------------------------------
+
+void Core::OnPeerExited(Peer* p) {
+  if (p->pidfd.valid()) {
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, p->pidfd.get(), nullptr);
+    p->pidfd.Reset();
+  }
+  if (!p->failed.ok()) return;
+  // What the peer sent before it died is already here (our socket buffers, our shared-memory
+  // FIFO): take it in before failing the rest.
+  ProgressLocked();
+  FailPeer(p, UnavailableError("ucx: " + p->name + " (pid " + std::to_string(p->pid) + ") exited"),
+           /*keep_arrived=*/true);
+  CloseEp(p, /*force=*/true);
+  Drain();
+}
+
+void Core::FailPeer(Peer* p, const Status& why, bool keep_arrived) {
+  if (!keep_arrived) p->aborted = true;
+  if (!keep_arrived) p->unexpected.clear();
+  if (!p->failed.ok()) return;
+  p->failed = why;
+  if (p->auth_error.ok() && !p->authed) p->auth_error = why;
+  for (auto& [tag, q] : p->posted) {
+    for (Op* op : q) {
+      op->req->Complete(why);
+      ReleaseOp(op);
+    }
+  }
+  p->posted.clear();
+  p->reorder.clear();
+  // Waiters wake now. Receives still posted on the worker are cancelled; sends and matched
+  // receives end when the endpoint is closed (their callbacks then find the request done).
+  std::vector<Op*> inflight(p->inflight.begin(), p->inflight.end());
+  for (Op* op : inflight) {
+    if (op->req) op->req->Complete(why);
+    bool recv = op->kind == Op::Kind::kRecv || op->kind == Op::Kind::kDrop ||
+                op->kind == Op::Kind::kHelloRecv || op->kind == Op::Kind::kProofRecv;
+    if (recv && op->ucp_reqs[0] != nullptr) ucp_request_cancel(worker_, op->ucp_reqs[0]);
+  }
+  cv_.notify_all();
+}
+
+void Core::CloseEp(Peer* p, bool force) {
+  if (p->ep == nullptr) return;
+  ucp_ep_h ep = p->ep;
+  p->ep = nullptr;
+  Op* op = NewOp(Op::Kind::kClose, p);
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_FLAGS;
+  param.cb.send = SendCallback;
+  param.user_data = op;
+  param.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  ++busy_ops_;
+  ++op->parts;
+  ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &param);
+  if (UCS_PTR_IS_PTR(r)) {
+    op->ucp_reqs[0] = r;
+  } else {
+    Event ev;
+    ev.op = op;
+    ev.status = UCS_PTR_STATUS(r);
+    events_.push_back(ev);
+  }
+}
+
+// Lets what the peers have been sent leave (bounded: a stuck peer must not hold us), then closes
+// the endpoints. Called with mu_ held; drives the worker itself.
+void Core::GracefulClose(const std::vector<Peer*>& peers) {
+  Deadline flush_end = Deadline::After(kFlushBound);
+  for (Peer* p : peers) {
+    if (p->ep == nullptr) continue;
+    Op* op = NewOp(Op::Kind::kFlush, p);
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    param.cb.send = SendCallback;
+    param.user_data = op;
+    ++busy_ops_;
+    ++op->parts;
+    p->flushing = true;
+    p->inflight.insert(op);
+    ucs_status_ptr_t r = ucp_ep_flush_nbx(p->ep, &param);
+    if (UCS_PTR_IS_PTR(r)) {
+      op->ucp_reqs[0] = r;
+    } else {
+      Event ev;
+      ev.op = op;
+      ev.status = UCS_PTR_STATUS(r);
+      events_.push_back(ev);
+    }
+  }
+  auto flushing = [&] {
+    for (Peer* p : peers) {
+      if (p->flushing) return true;
+    }
+    return false;
+  };
+  ProgressLocked();
+  while (flushing() && !flush_end.Expired()) {
+    ProgressLocked();
+    std::this_thread::yield();
+  }
+  for (Peer* p : peers) CloseEp(p, /*force=*/true);
+  ProgressLocked();
+}
+
+void Core::AbortLocked(const Status& why) {
+  if (aborted_.ok()) aborted_ = why;
+  std::vector<Peer*> open;
+  for (auto& p : peers_) {
+    FailPeer(p.get(), why, /*keep_arrived=*/false);
+    if (p->ep != nullptr) open.push_back(p.get());
+  }
+  for (Op* b : bounces_) {
+    if (b->ucp_reqs[0] != nullptr) ucp_request_cancel(worker_, b->ucp_reqs[0]);
+  }
+  cv_.notify_all();
+  Drain();
+  GracefulClose(open);
+}
+
+void Core::AbortPeer(Peer* peer, const Status& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shutdown_ || peer->aborted) return;
+  FailPeer(peer, why, /*keep_arrived=*/false);
+  Drain();
+  GracefulClose({peer});
+}
+
+void Core::Abort(const Status& why) {
+  Status s = why.ok() ? AbortedError(who_ + " aborted") : why;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shutdown_) return;
+  AbortLocked(s);
+}
+
+void Core::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_) return;
+    if (worker_ != nullptr) {
+      AbortLocked(CancelledError("the ucx transport of rank " + std::to_string(config_.rank) +
+                                 " was destroyed"));
+    }
+    shutdown_ = true;
+  }
+  stop_.store(true);
+  if (wake_fd_.valid()) Wake();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (worker_ != nullptr) {
+    // Closing endpoints complete in a few progress calls; bounded in case one does not.
+    Deadline end = Deadline::After(kCloseBound);
+    while (busy_ops_ > 0 && !end.Expired()) {
+      ProgressLocked();
+      std::this_thread::yield();
+    }
+    for (auto& p : peers_) {
+      if (p->ep != nullptr) CloseEp(p.get(), /*force=*/true);
+    }
+    ProgressLocked();
+    ucp_worker_destroy(worker_);
+    worker_ = nullptr;
+  }
+  if (context_ != nullptr) {
+    ucp_cleanup(context_);
+    context_ = nullptr;
+  }
+  events_.clear();
+  ops_.clear();
+}
+
+// ---- The Transport and Endpoint the caller sees -----------------------------------------------
+
+class UcxEndpoint final : public Endpoint {
+ public:
+  UcxEndpoint(std::shared_ptr<Core> core, Peer* peer) : core_(std::move(core)), peer_(peer) {}
+  ~UcxEndpoint() override {
+    core_->AbortPeer(peer_, CancelledError("ucx: the endpoint to " + peer_->name + " was destroyed"));
+  }
+  int peer() const override { return peer_->rank; }
+  Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag) override {
+    return core_->PostSend(peer_, data, size, tag);
+  }
+  Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag) override {
+    return core_->PostRecv(peer_, data, size, tag);
+  }
+  void Abort(const Status& why) override {
+    core_->AbortPeer(peer_, why.ok() ? AbortedError("ucx: " + peer_->name + " aborted") : why);
+  }
+
+ private:
+  const std::shared_ptr<Core> core_;
+  Peer* const peer_;  // owned by core_
+};
+
+class UcxTransportImpl final : public Transport {
+ public:
+  explicit UcxTransportImpl(std::shared_ptr<Core> core) : core_(std::move(core)) {}
+  ~UcxTransportImpl() override { core_->Shutdown(); }
+  std::string_view name() const override { return "ucx"; }
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.host_memory = true;
+    c.rdma = true;  // UCP rendezvous is zero-copy (RDMA, CMA) where the fabric allows
+    c.progress = ProgressModel::kBackgroundThread;
+    return c;
+  }
+  Result<std::string> Listen() override { return core_->Listen(); }
+  bool CanConnect(const PeerInfo& /*self*/, const PeerInfo& peer) const override {
+    return !peer.address.empty();
+  }
+  Result<std::vector<std::unique_ptr<Endpoint>>> Connect(const std::vector<PeerInfo>& peers,
+                                                         Deadline deadline) override {
+    WEFT_ASSIGN_OR_RETURN(std::vector<Peer*> mine, core_->Connect(peers, deadline));
+    std::vector<std::unique_ptr<Endpoint>> eps;
+    eps.reserve(mine.size());
+    for (Peer* p : mine) eps.push_back(std::make_unique<UcxEndpoint>(core_, p));
+    return eps;
+  }
+  void Abort(const Status& why) override { core_->Abort(why); }
+  UcxStats stats() const { return core_->stats(); }
+
+ private:
+  const std::shared_ptr<Core> core_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Transport>> CreateUcxTransport(const TransportConfig& config) {
+  return CreateUcxTransport(config, UcxTransportOptions{});
+}
+
+Result<std::unique_ptr<Transport>> CreateUcxTransport(const TransportConfig& config,
+                                                      const UcxTransportOptions& options) {
+  if (config.world_size < 1 || config.world_size > kMaxWorldSize || config.rank < 0 ||
+      config.rank >= config.world_size) {
+    return InvalidArgumentError("ucx transport: rank " + std::to_string(config.rank) +
+                                " in a world of " + std::to_string(config.world_size) +
+                                " (at most " + std::to_string(kMaxWorldSize) + " ranks)");
+  }
+  if (config.secret.empty()) {
+    WEFT_LOG(WARN) << "ucx rank " << config.rank
+                   << ": no job secret configured; any process that learns the worker address "
+                      "can join the job";
+  }
+  int64_t inline_bytes = options.inline_bytes > 0 ? static_cast<int64_t>(options.inline_bytes)
+                                                  : kInlineKnob.GetBytes();
+  inline_bytes = std::clamp<int64_t>(inline_bytes, 0, static_cast<int64_t>(kMaxInlineBytes));
+  auto core = std::make_shared<Core>(config, static_cast<size_t>(inline_bytes));
+  WEFT_RETURN_IF_ERROR(core->Init(options.tls));
+  return std::unique_ptr<Transport>(new UcxTransportImpl(std::move(core)));
+}
+
+Result<UcxStats> GetUcxStats(const Transport& transport) {
+  const auto* t = dynamic_cast<const UcxTransportImpl*>(&transport);
+  if (t == nullptr) return InvalidArgumentError("GetUcxStats: not a ucx transport");
+  return t->stats();
+}
+
+}  // namespace weft::transport::ucx

@@ -1,0 +1,67 @@
+// What the UCX transport puts on the wire: the layout of the 64-bit UCP tags it uses and the
+// headers of its control and authentication messages. Private to transport/ucx.
+//
+// Why a header at all: UCP matches tags per worker, not per endpoint, and a weft tag is a full
+// 64-bit value, so (source rank, weft tag) does not fit in one UCP tag. Every weft message is
+// therefore announced by a control message on the UCP tag kCtrl|src carrying a CtrlHeader
+// (weft tag, size, per-direction sequence number, per-pair token). Small messages travel inside
+// the control message (one UCP message, one copy at the receiver); larger ones follow as a
+// separate UCP message on the tag kData|src|seq, which the receiver posts straight into the
+// user's buffer once the header has matched a receive, so UCP's rendezvous moves them zero-copy.
+// Matching (FIFO per peer and weft tag, exact sizes) is done by this transport on the headers;
+// UCP only ever matches unique tags, so nothing depends on hashing or luck.
+#pragma once
+
+#include <cstdint>
+
+namespace weft::transport::ucx {
+
+// UCP tag: [63:62] kind, [61:42] source rank, [41:0] sequence number (data messages only).
+enum class TagKind : uint64_t { kCtrl = 0, kData = 1, kHello = 2, kProof = 3 };
+inline constexpr int kRankBits = 20;
+inline constexpr int kSeqBits = 42;
+inline constexpr int kMaxWorldSize = 1 << kRankBits;
+inline constexpr uint64_t kSeqMask = (uint64_t{1} << kSeqBits) - 1;
+inline constexpr uint64_t kKindMask = uint64_t{3} << 62;
+inline constexpr uint64_t kRankMask = ((uint64_t{1} << kRankBits) - 1) << kSeqBits;
+inline constexpr uint64_t kFullMask = ~uint64_t{0};
+
+inline constexpr uint64_t MakeTag(TagKind kind, int rank, uint64_t seq = 0) {
+  return (static_cast<uint64_t>(kind) << 62) | (static_cast<uint64_t>(rank) << kSeqBits) |
+         (seq & kSeqMask);
+}
+inline constexpr int TagRank(uint64_t ucp_tag) {
+  return static_cast<int>((ucp_tag & kRankMask) >> kSeqBits);
+}
+
+// Announces one weft message; for kInline messages the payload follows the header in the same
+// UCP message. Little-endian, like every weft wire format.
+struct CtrlHeader {
+  uint32_t magic;   // kCtrlMagic
+  uint32_t flags;   // kInline
+  uint64_t token;   // per-pair, per-direction secret from the handshake: forged headers are dropped
+  uint64_t seq;     // numbers the messages of one direction of one pair from 0
+  uint64_t tag;     // the weft tag
+  uint64_t size;    // payload bytes
+};
+static_assert(sizeof(CtrlHeader) == 40, "CtrlHeader is a wire format");
+inline constexpr uint32_t kCtrlMagic = 0x58435557;  // "WUCX"
+inline constexpr uint32_t kInline = 1;
+
+// First message of each direction of a pair (tag kHello|src), then the proof (tag kProof|src):
+//   proof(S -> R) = HMAC-SHA256(secret, "weft-ucx/1 proof|" job "|" S "|" R "|" nonce_S nonce_R)
+// Fresh nonces on both sides make a recorded proof useless for a later connection.
+struct HelloMsg {
+  char magic[8];  // "weftucx1"
+  uint32_t rank;
+  uint32_t world_size;
+  uint8_t job_hash[32];  // SHA-256 of the job id: a peer from another job is named as such
+  uint8_t nonce[32];
+};
+static_assert(sizeof(HelloMsg) == 80, "HelloMsg is a wire format");
+
+struct ProofMsg {
+  uint8_t mac[32];
+};
+
+}  // namespace weft::transport::ucx
