@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -297,6 +298,7 @@ struct ChildSetup {
   pid_t parent_pid;
   const sigset_t* mask;
   rlimit nofile;
+  int cpu;  // -1: no binding
 };
 
 [[noreturn]] void RunChild(const ChildSetup& s) {
@@ -310,6 +312,12 @@ struct ChildSetup {
   if (s.stdin_fd != STDIN_FILENO && dup2(s.stdin_fd, STDIN_FILENO) < 0) err = errno;
   if (err == 0 && dup2(s.stdout_fd, STDOUT_FILENO) < 0) err = errno;
   if (err == 0 && dup2(s.stderr_fd, STDERR_FILENO) < 0) err = errno;
+  if (err == 0 && s.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(s.cpu, &set);
+    sched_setaffinity(0, sizeof(set), &set);  // best effort: a refused binding is no failure
+  }
   if (err == 0) {
     setrlimit(RLIMIT_NOFILE, &s.nofile);
     sigprocmask(SIG_SETMASK, s.mask, nullptr);
@@ -478,6 +486,22 @@ Status Launcher::Spawn(RankProcess& r, const rlimit& child_nofile) {
   setup.parent_pid = getpid();
   setup.mask = &signals_.original_mask();
   setup.nofile = child_nofile;
+  setup.cpu = -1;
+  {
+    // Binding keeps each rank on its own core, so ranks that spin on shared-memory flags never
+    // queue behind each other on one core (mpirun binds to cores by default for the same reason).
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+      for (int c = 0; c < CPU_SETSIZE; ++c) {
+        if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+      }
+    }
+    const bool bind = options_.bind == "core" ||
+                      (options_.bind == "auto" && static_cast<size_t>(options_.nprocs) <= cpus.size());
+    if (bind && !cpus.empty()) setup.cpu = cpus[r.rank % cpus.size()];
+  }
 
   pid_t pid = fork();
   if (pid < 0) return ErrnoError("fork", errno);
@@ -787,6 +811,8 @@ void PrintUsage(FILE* out) {
       "  --grace-ms MS      SIGTERM-to-SIGKILL grace when stopping ranks (default: %s, from\n"
       "                     WEFT_RUN_GRACE_MS)\n"
       "  --env K=V          add K=V to every rank's environment (repeatable)\n"
+      "  --bind auto|core|none  pin rank r to the r-th allowed CPU: auto (default) does when the\n"
+      "                     ranks fit the CPUs, core always (round-robin), none never\n"
       "  -h, --help         this text\n",
       kMaxLaunchProcs, kRunGraceMs.default_value());
 }
@@ -881,6 +907,11 @@ int RunCommand(const std::vector<std::string>& args) {
       if (!ParseIntIn(value, 0, kMaxGraceMs, &options.grace_ms)) {
         return UsageError("--grace-ms '" + value + "': must be 0.." + std::to_string(kMaxGraceMs));
       }
+    } else if (TakeOption(args, &i, "--bind", &value, &missing)) {
+      if (missing || (value != "auto" && value != "core" && value != "none")) {
+        return UsageError("--bind needs auto, core or none");
+      }
+      options.bind = value;
     } else if (TakeOption(args, &i, "--env", &value, &missing)) {
       if (missing) return UsageError("--env needs K=V");
       options.extra_env.push_back(value);

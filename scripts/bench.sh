@@ -30,7 +30,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # UCX PML installed for other benchmarks does not take over.
 mpi_shm=(mpirun --oversubscribe -np NP --mca pml ob1 --mca btl vader,self)
 mpi_tcp=(mpirun --oversubscribe -np NP --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include lo)
-sweep=(-b 8 -e "$max" -f 4)
+sweep=(-b 8 -e "$max" -f 2)
 
 # Adds the transport and repeat to each JSON line a program prints.
 tag() { sed -n "s/^{/{\"transport\":\"$1\",\"repeat\":$2,/p" >> "$raw"; }

@@ -15,14 +15,16 @@ namespace weft::collectives::internal {
 namespace {
 
 WEFT_ENV_KNOB(kTransportKnob, "WEFT_TRANSPORT", "",
-              "comma list of transports in preference order (default: shm,tcp)");
+              "comma list of transports in preference order (default: shm,tcp, with ucx before "
+              "tcp when an RDMA device is present, else after)");
 WEFT_ENV_KNOB(kTimeoutKnob, "WEFT_TIMEOUT_MS", "300000",
               "deadline of one collective; a stuck peer fails it with an error naming the peer");
 WEFT_ENV_KNOB(kInitTimeoutKnob, "WEFT_INIT_TIMEOUT_MS", "120000",
               "deadline for creating a communicator (store rendezvous and connections)");
 WEFT_ENV_KNOB(kChunkKnob, "WEFT_CHUNK_BYTES", "1M", "pipeline chunk of ring and tree algorithms");
 WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
-              "force the all-reduce algorithm: ring or recursive_doubling (default: tuner)");
+              "force the all-reduce algorithm: ring, recursive_doubling, shm_direct, shm_chunked "
+              "or hierarchical (default: the tuner)");
 WEFT_ENV_KNOB(kRdMaxKnob, "WEFT_ALGO_RD_MAX_BYTES", "64K",
               "largest all-reduce the tuner gives to recursive doubling");
 WEFT_ENV_KNOB(kJobIdKnob, "WEFT_JOB_ID", "", "job id (set by launchers; else made by rank 0)");
