@@ -1,0 +1,90 @@
+#include "transport/spin_wait_request.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <ctime>
+
+namespace weft::transport {
+namespace {
+
+// std::atomic<uint32_t> is a plain 32-bit word on Linux, which is what the futex calls want.
+uint32_t* FutexWord(std::atomic<uint32_t>& a) { return reinterpret_cast<uint32_t*>(&a); }
+
+}  // namespace
+
+std::string HexTag(uint64_t tag) {
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(tag));
+  return buf;
+}
+
+std::string SpinWaitRequest::Describe() const {
+  return std::string(transport_) + (kind_ == Kind::kSend ? " send of " : " receive of ") +
+         std::to_string(size_) + " bytes (tag " + HexTag(tag_) + ") " +
+         (kind_ == Kind::kSend ? "to" : "from") + " rank " + std::to_string(peer_);
+}
+
+Status SpinWaitRequest::status() const {
+  if (!done()) return Status(StatusCode::kUnknown, Describe() + " is still pending");
+  return status_;
+}
+
+bool SpinWaitRequest::Complete(Status s) {
+  if (claimed_.exchange(true, std::memory_order_acq_rel)) return false;
+  status_ = std::move(s);
+  // seq_cst pairs with the waiter's seq_cst increment of waiters_ and its re-check of done_:
+  // either the waiter sees done_ set, or this side sees the waiter and wakes it.
+  done_.store(1, std::memory_order_seq_cst);
+  if (waiters_.load(std::memory_order_seq_cst) != 0) {
+    syscall(SYS_futex, FutexWord(done_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+  }
+  return true;
+}
+
+Status SpinWaitRequest::Wait(Deadline deadline) {
+  if (done()) return status_;
+  // Waking a sleeping thread costs tens of microseconds on these machines, twice per message
+  // (the engine's thread, then the waiter). So the waiter first spins, driving the engine itself,
+  // which takes the hand-offs out of a small message's path. The engine's own thread still
+  // guarantees progress when nobody spins.
+  if (spin_us_ > 0) {
+    Deadline spin_end = Deadline::After(std::chrono::microseconds(spin_us_)).Min(deadline);
+    std::shared_ptr<ProgressHook> hook = hook_.lock();
+    if (hook) hook->BeginSpin();
+    int i = 0;
+    while (!done()) {
+      if (hook) hook->PollOnce();
+      if (done()) break;
+      // Yielding keeps the spin cheap when threads outnumber cores: whoever must run to complete
+      // this request gets the core. With nothing else runnable it returns at once.
+      sched_yield();
+      if ((++i & 3) == 0 && spin_end.Expired()) break;
+    }
+    if (hook) hook->EndSpin(done());
+    if (done()) return status_;
+  }
+  while (true) {
+    if (done()) return status_;
+    if (deadline.Expired()) {
+      return DeadlineExceededError(Describe() + " is still pending at the deadline");
+    }
+    // Sleep at most a second at a time so a clock oddity never strands a waiter.
+    auto left = std::min<std::chrono::nanoseconds>(deadline.Remaining(), std::chrono::seconds(1));
+    timespec ts;
+    ts.tv_sec = static_cast<time_t>(left.count() / 1000000000);
+    ts.tv_nsec = static_cast<long>(left.count() % 1000000000);
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+    if (done_.load(std::memory_order_seq_cst) == 0) {
+      syscall(SYS_futex, FutexWord(done_), FUTEX_WAIT_PRIVATE, 0, &ts, nullptr, 0);
+    }
+    waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+}  // namespace weft::transport
