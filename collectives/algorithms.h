@@ -33,6 +33,16 @@ Status BarrierShm(OpContext& ctx);
 // Two-level all-reduce for ranks spread evenly over hosts (ctx.hierarchy() must be set).
 Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                              DType dtype, ReduceOp op);
+// Where a rank sits in its communicator's hierarchy: host index (the cross rank) and local rank,
+// numbered as BuildHierarchy numbers them.
+struct RankPlace {
+  int host = 0;
+  int local_rank = 0;
+};
+RankPlace PlaceOf(internal::CommImpl& comm, int rank);
+// Two-level broadcast from the rank at `root` (ctx.hierarchy() must be set).
+Status BroadcastHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                             DType dtype, RankPlace root);
 Status ReduceBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
                       ReduceOp op, int root);
 Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

@@ -395,6 +395,12 @@ Result<Work> Communicator::Broadcast(const void* sendbuf, void* recvbuf, int64_t
     size_t bytes = Bytes(count, dtype);
     WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
   }
+  if (impl_->hierarchy() != nullptr) {
+    RankPlace place = PlaceOf(*impl_, root);
+    return impl_->Issue("broadcast", true, [=](internal::OpContext& ctx) {
+      return BroadcastHierarchical(ctx, sendbuf, recvbuf, count, dtype, place);
+    });
+  }
   return impl_->Issue("broadcast", true, [=](internal::OpContext& ctx) {
     return ctx.arena() ? BroadcastShm(ctx, sendbuf, recvbuf, count, dtype, root)
                        : BroadcastBinomial(ctx, sendbuf, recvbuf, count, dtype, root);

@@ -1,11 +1,12 @@
 // The scheduler's planning seam: how a job that asks for a plan (a model, not a rank count) gets
 // its world size and partition plan. The core calls a JobPlanner when one is set; the partition
-// planner (runtime/planner/, library weft_planner, JSON plans) plugs in through an adapter that
-// implements this interface. Until that adapter is linked, plan requests are Unimplemented and
-// jobs must give resources.ranks.
+// planner (runtime/planner/, library weft_planner, JSON plans) plugs in through the adapter in
+// partition_job_planner.h. Without a planner set, plan requests are Unimplemented and jobs must
+// give resources.ranks.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "scheduler/job_types.h"
@@ -18,13 +19,16 @@ struct PlanOutcome {
   std::string note;       // one line for humans ("4 stages x 2 replicas, est. 41 ms/step")
 };
 
-// Chooses a plan for `request` using at most `max_ranks` ranks. Called under the core's lock, so
-// it must be quick and must not call back into the core. Thread-compatible. Returns
-// InvalidArgument naming the bad field of the model, or ResourceExhausted when no plan fits.
+// Chooses a plan for `request` using at most `max_ranks` ranks on `nodes` (the ready nodes, in
+// registration order; borrowed for the call). Called under the core's lock, so it must be quick
+// and must not call back into the core. Thread-compatible. Returns InvalidArgument naming the bad
+// field of the request ("spec.resources.plan.model_json: ..."), or ResourceExhausted when no plan
+// fits.
 class JobPlanner {
  public:
   virtual ~JobPlanner() = default;
-  virtual Result<PlanOutcome> Plan(const PlanRequest& request, int max_ranks) = 0;
+  virtual Result<PlanOutcome> Plan(const PlanRequest& request,
+                                   const std::vector<const Node*>& nodes, int max_ranks) = 0;
 };
 
 }  // namespace weft::scheduler

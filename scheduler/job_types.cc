@@ -72,6 +72,7 @@ class Reader {
     return true;
   }
   bool ok() const { return ok_; }
+  bool done() const { return in_.empty(); }
 
  private:
   bool Fail() {
@@ -177,6 +178,25 @@ Status ValidateJobSpec(const JobSpec& spec, bool planner_available) {
           "spec.resources.plan.max_ranks: " + std::to_string(r.plan->max_ranks) +
           " is outside 0.." + std::to_string(kMaxRanks));
     }
+    const PlanRequest& p = *r.plan;
+    if (p.pin_pp < 0 || p.pin_pp > kMaxRanks) {
+      return InvalidArgumentError("spec.resources.plan.pin_pp: " + std::to_string(p.pin_pp) +
+                                  " is outside 0.." + std::to_string(kMaxRanks));
+    }
+    if (p.pin_dp < 0 || p.pin_dp > kMaxRanks) {
+      return InvalidArgumentError("spec.resources.plan.pin_dp: " + std::to_string(p.pin_dp) +
+                                  " is outside 0.." + std::to_string(kMaxRanks));
+    }
+    if (p.pin_micro_batches < 0 || p.pin_micro_batches > (1 << 20)) {
+      return InvalidArgumentError("spec.resources.plan.pin_micro_batches: " +
+                                  std::to_string(p.pin_micro_batches) + " is outside 0..1048576");
+    }
+    if (!p.pin_schedule.empty() && p.pin_schedule != "gpipe" && p.pin_schedule != "1f1b" &&
+        p.pin_schedule != "interleaved") {
+      return InvalidArgumentError("spec.resources.plan.pin_schedule: '" +
+                                  p.pin_schedule.substr(0, 64) +
+                                  "' is not gpipe, 1f1b or interleaved");
+    }
   }
   if (r.ranks_per_node < 0 || (r.ranks > 0 && r.ranks_per_node > r.ranks) ||
       (r.ranks > 0 && r.ranks_per_node > 0 && r.ranks % r.ranks_per_node != 0)) {
@@ -244,6 +264,14 @@ std::string EncodeJob(const Job& j) {
   w.Str(j.store_url);
   w.Str(j.plan_json);
   w.I64(j.next_event_seq);
+  // Plan pins: a trailing section (records written before it existed end here).
+  if (j.spec.resources.plan) {
+    const PlanRequest& p = *j.spec.resources.plan;
+    w.I64(p.pin_pp);
+    w.I64(p.pin_dp);
+    w.Str(p.pin_schedule);
+    w.I64(p.pin_micro_batches);
+  }
   return w.Take();
 }
 
@@ -277,6 +305,10 @@ Result<Job> DecodeJob(std::string_view data) {
     s.state = static_cast<RankRunState>(rs);
   }
   r.Str(&j.job_secret) && r.Str(&j.store_url) && r.Str(&j.plan_json) && r.I64(&j.next_event_seq);
+  if (r.ok() && !r.done() && j.spec.resources.plan) {
+    PlanRequest& p = *j.spec.resources.plan;
+    r.Int(&p.pin_pp) && r.Int(&p.pin_dp) && r.Str(&p.pin_schedule) && r.Int(&p.pin_micro_batches);
+  }
   if (!r.ok() || state < 1 || state > 6) return Corrupt("job");
   j.state = static_cast<JobState>(state);
   return j;

@@ -32,8 +32,12 @@ enum class NodeState : int { kReady = 1, kLost = 2 };
 std::string_view NodeStateName(NodeState s);
 
 struct PlanRequest {
-  std::string model_json;
+  std::string model_json;  // JSON text (starts with '{') or a model file path on the scheduler
   int max_ranks = 0;
+  int pin_pp = 0;  // 0 / "": the planner searches
+  int pin_dp = 0;
+  std::string pin_schedule;
+  int pin_micro_batches = 0;
 };
 
 struct Resources {

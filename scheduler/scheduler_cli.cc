@@ -15,6 +15,7 @@
 #include "base/env.h"
 #include "base/logging.h"
 #include "scheduler/node_agent.h"
+#include "scheduler/partition_job_planner.h"
 #include "scheduler/scheduler_client.h"
 #include "scheduler/scheduler_core.h"
 #include "scheduler/scheduler_service.h"
@@ -260,8 +261,10 @@ int SchedulerCmd(const std::vector<std::string>& argv) {
   CoreOptions co;
   co.node_timeout_ms = timeout_ms;
   co.heartbeat_interval_ms = static_cast<int>(hb_ms);
-  // Planner adapter point: set co.planner to a JobPlanner backed by runtime/planner once it is
-  // linked (see job_planner.h); until then plan requests are Unimplemented.
+  // Plan requests go to the partition planner over the registered nodes (defaults documented in
+  // partition_job_planner.h). Declared before the core, which borrows it.
+  PartitionJobPlanner planner;
+  co.planner = &planner;
   auto core = SchedulerCore::Open(co, std::move(store).value());
   if (!core.ok()) return Fail(cmd, core.status());
   ServiceOptions so;
@@ -331,9 +334,9 @@ int AgentCmd(const std::vector<std::string>& argv) {
 
 int SubmitCmd(const std::vector<std::string>& argv) {
   const std::string cmd = "submit";
-  Args a =
-      Parse(argv, With({"-n", "--ranks", "--name", "--priority", "--retries", "--ranks-per-node",
-                        "--memory-per-rank", "--env", "--wait", "--dry-run"}));
+  Args a = Parse(
+      argv, With({"-n", "--ranks", "--name", "--priority", "--retries", "--ranks-per-node",
+                  "--memory-per-rank", "--env", "--wait", "--dry-run", "--model", "--max-ranks"}));
   if (!a.error.empty()) return UsageError(cmd, a.error);
   if (a.rest.empty()) return UsageError(cmd, "give the program after --: weft submit -n 4 -- PROG");
   v1::JobSpec spec;
@@ -350,6 +353,15 @@ int SubmitCmd(const std::vector<std::string>& argv) {
       !IntOpt(a, "--retries", 0, 0, kMaxRetries, &retries, &err) ||
       !IntOpt(a, "--ranks-per-node", 0, 0, kMaxRanks, &rpn, &err)) {
     return UsageError(cmd, err);
+  }
+  if (Has(a, "--model")) {
+    // The planner chooses the world size; the model file is read on the scheduler's host.
+    if (Has(a, "-n") || Has(a, "--ranks")) return UsageError(cmd, "give -n or --model, not both");
+    int64_t max_ranks;
+    if (!IntOpt(a, "--max-ranks", 0, 0, kMaxRanks, &max_ranks, &err)) return UsageError(cmd, err);
+    ranks = 0;
+    spec.mutable_resources()->mutable_plan()->set_model_json(Opt(a, "--model"));
+    spec.mutable_resources()->mutable_plan()->set_max_ranks(static_cast<int>(max_ranks));
   }
   spec.mutable_resources()->set_ranks(static_cast<int>(ranks));
   spec.mutable_resources()->set_ranks_per_node(static_cast<int>(rpn));
@@ -560,7 +572,8 @@ void PrintSchedulerUsage(FILE* out) {
       "                                             serve the cluster scheduler (gRPC)\n"
       "  agent --scheduler H:P --token T [--node-id ID] [--switch S] [--slots N] [--memory B]\n"
       "                                             run a node agent\n"
-      "  submit -n N [--priority P] [--retries R] [--wait] [--dry-run] -- PROGRAM ARGS\n"
+      "  submit -n N|--model FILE [--max-ranks N] [--priority P] [--retries R] [--wait]\n"
+      "         [--dry-run] -- PROGRAM ARGS\n"
       "                                             submit a job to the scheduler\n"
       "  jobs [--state S] [--json]                  list jobs\n"
       "  job ID [--json]                            show one job with its events\n"

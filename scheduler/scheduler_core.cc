@@ -246,7 +246,7 @@ std::vector<NodeSlot> SchedulerCore::CandidatesLocked(const Job& job,
   return out;
 }
 
-Status SchedulerCore::ResolveWorldSizeLocked(Job& job) {
+Status SchedulerCore::ResolveWorldSizeLocked(Job& job, std::string* note) {
   if (job.spec.resources.ranks > 0) {
     job.world_size = job.spec.resources.ranks;
     return Status::Ok();
@@ -254,23 +254,30 @@ Status SchedulerCore::ResolveWorldSizeLocked(Job& job) {
   if (!options_.planner) {
     return UnimplementedError("spec.resources.plan: no partition planner is linked");
   }
-  int max_ranks = job.spec.resources.plan->max_ranks;
-  if (max_ranks == 0) {
-    for (const auto& [id, n] : nodes_) {
-      if (n->state == NodeState::kReady) max_ranks += n->slots;
-    }
+  std::vector<const Node*> ready;
+  int total_slots = 0;
+  for (const auto& [id, n] : nodes_) {
+    if (n->state != NodeState::kReady) continue;
+    ready.push_back(n.get());
+    total_slots += n->slots;
   }
+  // Registration order, never the name: the planner numbers chips in this order.
+  std::sort(ready.begin(), ready.end(),
+            [](const Node* a, const Node* b) { return a->register_seq < b->register_seq; });
+  int max_ranks = job.spec.resources.plan->max_ranks;
+  if (max_ranks == 0) max_ranks = total_slots;
   if (max_ranks <= 0) {
     return FailedPreconditionError(
         "spec.resources.plan: no ready nodes to plan for and max_ranks is 0");
   }
   WEFT_ASSIGN_OR_RETURN(PlanOutcome plan,
-                        options_.planner->Plan(*job.spec.resources.plan, max_ranks));
+                        options_.planner->Plan(*job.spec.resources.plan, ready, max_ranks));
   if (plan.world_size < 1 || plan.world_size > kMaxRanks) {
     return InternalError("planner returned world size " + std::to_string(plan.world_size));
   }
   job.world_size = plan.world_size;
   job.plan_json = std::move(plan.plan_json);
+  if (note) *note = std::move(plan.note);
   return Status::Ok();
 }
 
@@ -479,15 +486,17 @@ Result<DryRun> SchedulerCore::Plan(const JobSpec& spec) {
   WEFT_RETURN_IF_ERROR(ValidateJobSpec(spec, options_.planner != nullptr));
   Job job;
   job.spec = spec;
-  WEFT_RETURN_IF_ERROR(ResolveWorldSizeLocked(job));
+  std::string plan_note;
+  WEFT_RETURN_IF_ERROR(ResolveWorldSizeLocked(job, &plan_note));
   DryRun out;
   out.world_size = job.world_size;
   out.plan_json = job.plan_json;
+  out.note = plan_note;
   auto t0 = std::chrono::steady_clock::now();
   GangRequest req{job.world_size, spec.resources.ranks_per_node};
   std::string why;
   if (!PlaceGang(req, CandidatesLocked(job, {}, false), &out.placement, &why)) {
-    out.note = "does not fit now: " + why;
+    out.note = (out.note.empty() ? "" : out.note + "; ") + "does not fit now: " + why;
   }
   out.placement_time_us =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)

@@ -122,7 +122,8 @@ class SchedulerCore {
   std::vector<NodeSlot> CandidatesLocked(const Job& job, const std::set<std::string>& exclude,
                                          bool ignore_usage) const;
   std::vector<Assignment> AssignmentsLocked(const std::string& node_id) const;
-  Status ResolveWorldSizeLocked(Job& job);
+  // Sets job.world_size (and plan_json); `note`, when given, gets the planner's remark.
+  Status ResolveWorldSizeLocked(Job& job, std::string* note = nullptr);
 
   CoreOptions options_;
   std::unique_ptr<StateStore> store_;

@@ -43,8 +43,15 @@ JobSpec FromProto(const v1::JobSpec& p) {
   s.resources.ranks_per_node = p.resources().ranks_per_node();
   s.resources.memory_per_rank_bytes = p.resources().memory_per_rank_bytes();
   if (p.resources().has_plan()) {
-    s.resources.plan =
-        PlanRequest{p.resources().plan().model_json(), p.resources().plan().max_ranks()};
+    const v1::PlanRequest& pr = p.resources().plan();
+    PlanRequest plan;
+    plan.model_json = pr.model_json();
+    plan.max_ranks = pr.max_ranks();
+    plan.pin_pp = pr.pin_pp();
+    plan.pin_dp = pr.pin_dp();
+    plan.pin_schedule = pr.pin_schedule();
+    plan.pin_micro_batches = pr.pin_micro_batches();
+    s.resources.plan = std::move(plan);
   }
   s.priority = p.priority();
   s.retry.max_retries = p.retry().max_retries();
@@ -62,6 +69,10 @@ void ToProto(const JobSpec& s, v1::JobSpec* p) {
   if (s.resources.plan) {
     r->mutable_plan()->set_model_json(s.resources.plan->model_json);
     r->mutable_plan()->set_max_ranks(s.resources.plan->max_ranks);
+    r->mutable_plan()->set_pin_pp(s.resources.plan->pin_pp);
+    r->mutable_plan()->set_pin_dp(s.resources.plan->pin_dp);
+    r->mutable_plan()->set_pin_schedule(s.resources.plan->pin_schedule);
+    r->mutable_plan()->set_pin_micro_batches(s.resources.plan->pin_micro_batches);
   }
   p->set_priority(s.priority);
   p->mutable_retry()->set_max_retries(s.retry.max_retries);

@@ -14,6 +14,7 @@
 
 namespace weft::transport {
 
+#ifdef WEFT_WITH_UCX
 namespace {
 
 // An RDMA device (InfiniBand, RoCE, iWARP) the kernel knows of: only then does UCX have a faster
@@ -33,6 +34,7 @@ bool HaveRdmaDevice() {
 }
 
 }  // namespace
+#endif  // WEFT_WITH_UCX
 
 // Preference order: shared memory reaches same-host peers only and is the fastest there. For
 // peers on other hosts UCX comes before TCP when an RDMA device is present (InfiniBand/RoCE through

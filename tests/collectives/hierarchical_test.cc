@@ -109,6 +109,72 @@ INSTANTIATE_TEST_SUITE_P(Layouts, Hierarchical,
                                   (info.param.arena ? "arena" : "transports");
                          });
 
+// Broadcast from every root, hosts laid out contiguously (host = rank / per_host) or interleaved
+// (host = rank % hosts), so a root's local rank and host differ from its rank's obvious split.
+struct BcastLayout {
+  int hosts;
+  int per_host;
+  bool arena;
+  bool interleaved;
+};
+
+class HierarchicalBroadcast : public ::testing::TestWithParam<BcastLayout> {};
+
+TEST_P(HierarchicalBroadcast, EveryRootMatches) {
+  const BcastLayout lay = GetParam();
+  const int n = lay.hosts * lay.per_host;
+  rendezvous::HashStore store;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r) {
+    ts.emplace_back([&, r] {
+      CommOptions o = testing::SmallOptions("shm");
+      o.transports = {"shm", "tcp"};
+      o.host_id = "host" + std::to_string(lay.interleaved ? r % lay.hosts : r / lay.per_host);
+      o.shm_coll = lay.arena ? 1 : 0;
+      auto c = Communicator::Create(store, r, n, o);
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+      Communicator& comm = **c;
+      EXPECT_EQ(comm.local_size(), lay.per_host);  // the hierarchy exists: broadcasts use it
+      for (int root = 0; root < n; ++root) {
+        for (int64_t count : {0, 1, 17, 4099}) {
+          for (bool in_place : {false, true}) {
+            std::vector<int32_t> want(static_cast<size_t>(count));
+            for (int64_t i = 0; i < count; ++i) want[i] = static_cast<int32_t>(root * 100003 + i);
+            std::vector<int32_t> in = r == root ? want : std::vector<int32_t>(count, -1);
+            std::vector<int32_t> out(static_cast<size_t>(count), -2);
+            int32_t* dst = in_place || r != root ? in.data() : out.data();
+            auto w = comm.Broadcast(in.data(), dst, count, DType::kInt32, root);
+            Status s = w.ok() ? w->Wait() : w.status();
+            if (!s.ok() || std::memcmp(dst, want.data(), want.size() * 4) != 0 ||
+                (r == root && !in_place && in != want)) {
+              if (failures++ < 5) {
+                ADD_FAILURE() << "rank " << r << " root " << root << " count " << count
+                              << " in_place " << in_place << ": " << s.ToString();
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, HierarchicalBroadcast,
+                         ::testing::Values(BcastLayout{2, 2, true, false},
+                                           BcastLayout{3, 2, true, true},
+                                           BcastLayout{2, 3, true, true},
+                                           BcastLayout{3, 2, false, false},
+                                           BcastLayout{2, 3, false, true}),
+                         [](const auto& info) {
+                           return std::to_string(info.param.hosts) + "hosts_" +
+                                  std::to_string(info.param.per_host) + "each_" +
+                                  (info.param.arena ? "arena" : "transports") +
+                                  (info.param.interleaved ? "_interleaved" : "");
+                         });
+
 TEST(HierarchicalUneven, FallsBackToFlatAndStaysCorrect) {
   // Hosts of 2 and 1 ranks: shards would not line up, so the flat algorithms run.
   rendezvous::HashStore store;
