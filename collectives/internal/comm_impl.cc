@@ -300,6 +300,12 @@ CommShared::~CommShared() {
   transports_.clear();
 }
 
+Status CommShared::KnownFailure() {
+  if (!has_failed_.load(std::memory_order_acquire)) return Status::Ok();
+  std::lock_guard<std::mutex> lock(mu_);
+  return failed_;
+}
+
 Status CommShared::CheckFailed() {
   if (has_failed_.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -561,9 +567,19 @@ uint64_t CommImpl::UserTag(int tag) const {
 }
 
 Status CommImpl::error() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!error_.ok()) return error_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!error_.ok()) return error_;
+  }
   return shared_->CheckFailed();
+}
+
+Status CommImpl::KnownError() {
+  if (has_error_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+  return shared_->KnownFailure();
 }
 
 Result<Work> CommImpl::Issue(const char* name, bool collective, WorkState::Fn fn,
@@ -638,7 +654,9 @@ Result<Work> CommImpl::GroupEnd() {
 }
 
 void CommImpl::Execute(const std::shared_ptr<WorkState>& state) {
-  Status err = error();
+  // Only what is already known: peers' failure reports are polled while operations wait, not
+  // before each one starts (that would pump every connection on the latency path).
+  Status err = KnownError();
   if (!err.ok()) {
     state->Complete(Status(err.code(), std::string(state->name) + " #" + std::to_string(state->seq) +
                                            " not run: communicator failed earlier: " + err.message()));
@@ -650,6 +668,7 @@ void CommImpl::Execute(const std::shared_ptr<WorkState>& state) {
   if (!s.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = s;
+    has_error_.store(true, std::memory_order_release);
   }
   state->Complete(s);
 }
@@ -703,6 +722,7 @@ void CommImpl::Abort() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = AbortedError("communicator aborted by rank " + std::to_string(shared_->rank()));
+    has_error_.store(true, std::memory_order_release);
   }
   shared_->Fail(AbortedError("rank " + std::to_string(shared_->rank()) + " aborted its communicator"),
                 -1);

@@ -62,6 +62,8 @@ class CommShared {
 
   // The error that failed these connections, OK while healthy. Also notices peers' reports.
   Status CheckFailed();
+  // The same without polling for peers' reports: one atomic load while healthy.
+  Status KnownFailure();
   // Records a failure (first one wins), tells every peer (except `culprit`, if >= 0) so that
   // ranks not talking to the culprit fail promptly too, then aborts the transports so no late
   // message lands in a buffer the caller has taken back.
@@ -231,6 +233,8 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   // Runs `state` now on the calling thread if it is next in line and nothing else runs.
   void TryRunInline(WorkState* state);
   Status error();
+  // error() without polling peers' reports (the per-operation check on the latency path).
+  Status KnownError();
   void Abort();
   uint32_t NextSplitIndex() { return split_count_.fetch_add(1); }
   LocalArena* arena() const { return arena_; }
@@ -261,6 +265,7 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   int group_depth_ = 0;
   std::vector<std::shared_ptr<WorkState>> group_ops_;
   Status error_;
+  std::atomic<bool> has_error_{false};
   std::thread worker_;
 
   std::vector<uint8_t> scratch_[OpContext::kScratchSlots];
