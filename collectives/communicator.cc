@@ -304,24 +304,17 @@ Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
                      std::to_string(split_index) + "/" + std::to_string(color);
   Digest256 d = Sha256Of(seed);
   uint32_t id = ((uint32_t{d[0]} << 16) | (uint32_t{d[1]} << 8) | d[2]) % internal::kMaxCommId;
-  const bool local = group.size() > 1 && impl_->shared().options().shm_coll &&
-                     impl_->shared().AllPeersOverShm(group);
+  const bool local = impl_->shared().WantsArena(group);
   std::vector<int> members_world = group;
   auto child = std::make_shared<CommImpl>(impl_->shared_ptr(), std::move(group), new_rank, id);
   child->StartWorker();
   std::unique_ptr<Communicator> out(new Communicator(std::move(child)));
   if (local) {
     // Every member decides the same way (same group, same transports), so all attach or none.
-    internal::LocalArena::Config ac;
-    ac.name = "/weft-" + impl_->shared().job_id() + "-arena-" + std::to_string(impl_->comm_id()) +
-              "-" + std::to_string(id);
-    ac.rank = new_rank;
-    ac.size = static_cast<int>(members_world.size());
-    ac.slot_bytes = impl_->shared().options().shm_coll_chunk_bytes;
-    ac.spin_us = impl_->shared().options().shm_coll_spin_us;
-    ac.world_ranks = members_world;
-    auto arena = internal::LocalArena::Attach(
-        ac, Deadline::AfterMs(impl_->shared().options().init_timeout_ms));
+    auto arena = impl_->shared().AttachArena(
+        "/weft-" + impl_->shared().job_id() + "-arena-" + std::to_string(impl_->comm_id()) + "-" +
+            std::to_string(id),
+        new_rank, members_world, Deadline::AfterMs(impl_->shared().options().init_timeout_ms));
     if (!arena.ok()) return arena.status().WithContext("split: shared-memory arena");
     // The barrier runs over the transports, before the arena serves anything.
     WEFT_ASSIGN_OR_RETURN(Work b, out->Barrier());

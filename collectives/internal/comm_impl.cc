@@ -261,15 +261,8 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
   }
   std::vector<int> everyone(world_size_);
   for (int r = 0; r < world_size_; ++r) everyone[r] = r;
-  if (world_size_ > 1 && options_.shm_coll && AllPeersOverShm(everyone)) {
-    LocalArena::Config ac;
-    ac.name = "/weft-" + tjob + "-arena";
-    ac.rank = rank_;
-    ac.size = world_size_;
-    ac.slot_bytes = options_.shm_coll_chunk_bytes;
-    ac.spin_us = options_.shm_coll_spin_us;
-    ac.world_ranks = everyone;
-    auto arena = LocalArena::Attach(ac, deadline);
+  if (WantsArena(everyone)) {
+    auto arena = AttachArena("/weft-" + tjob + "-arena", rank_, everyone, deadline);
     if (!arena.ok()) return arena.status().WithContext("shared-memory arena");
     root_arena_ = std::move(*arena);
   }
@@ -278,6 +271,19 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
   if (root_arena_) root_arena_->Unlink();  // everyone has it mapped now
   WEFT_LOG(DEBUG) << "communicator of " << world_size_ << " ranks connected (job " << job_id_ << ")";
   return Status::Ok();
+}
+
+Result<std::unique_ptr<LocalArena>> CommShared::AttachArena(const std::string& name, int rank,
+                                                            const std::vector<int>& world_ranks,
+                                                            Deadline deadline) const {
+  LocalArena::Config ac;
+  ac.name = name;
+  ac.rank = rank;
+  ac.size = static_cast<int>(world_ranks.size());
+  ac.slot_bytes = options_.shm_coll_chunk_bytes;
+  ac.spin_us = options_.shm_coll_spin_us;
+  ac.world_ranks = world_ranks;
+  return LocalArena::Attach(ac, deadline);
 }
 
 bool CommShared::AllPeersOverShm(const std::vector<int>& world_ranks) const {

@@ -71,6 +71,16 @@ class CommShared {
   // True when every peer is reached over shared memory (one host), so a local arena may serve
   // the communicator's collectives.
   bool AllPeersOverShm(const std::vector<int>& world_ranks) const;
+  // Whether a communicator of these world ranks gets a local arena: several ranks, the arena
+  // enabled, and every pair joined by shared memory.
+  bool WantsArena(const std::vector<int>& world_ranks) const {
+    return world_ranks.size() > 1 && options_.shm_coll && AllPeersOverShm(world_ranks);
+  }
+  // Attaches to the arena `name` for `world_ranks` (this rank being `rank` among them; rank 0
+  // creates it) with the configured slot size and spin. Unlink it once all have attached.
+  Result<std::unique_ptr<LocalArena>> AttachArena(const std::string& name, int rank,
+                                                  const std::vector<int>& world_ranks,
+                                                  Deadline deadline) const;
   // The root communicator's arena, made during bootstrap (null if none); taken once.
   std::unique_ptr<LocalArena> TakeRootArena() { return std::move(root_arena_); }
   // Keeps an object (the bootstrap store and its server) alive as long as the connections.

@@ -56,16 +56,12 @@ Result<std::unique_ptr<Hierarchy>> BuildHierarchy(CommImpl& comm, Deadline deadl
   h->cross = std::make_shared<CommImpl>(comm.shared_ptr(), cross_world, my_host,
                                         DeriveId(comm.comm_id(), "cross/" + std::to_string(h->local_rank)));
   // The local arena, when every local peer is reached over shared memory.
-  if (shared.options().shm_coll && shared.AllPeersOverShm(local_world)) {
-    LocalArena::Config ac;
-    ac.name = "/weft-" + shared.job_id() + "-h" + std::to_string(comm.comm_id()) + "-" +
-              std::to_string(my_host);
-    ac.rank = h->local_rank;
-    ac.size = h->local_size;
-    ac.slot_bytes = shared.options().shm_coll_chunk_bytes;
-    ac.spin_us = shared.options().shm_coll_spin_us;
-    ac.world_ranks = local_world;
-    WEFT_ASSIGN_OR_RETURN(auto arena, LocalArena::Attach(ac, deadline));
+  if (shared.WantsArena(local_world)) {
+    WEFT_ASSIGN_OR_RETURN(
+        auto arena,
+        shared.AttachArena("/weft-" + shared.job_id() + "-h" + std::to_string(comm.comm_id()) +
+                               "-" + std::to_string(my_host),
+                           h->local_rank, local_world, deadline));
     // Everyone on the host has it mapped once this barrier (over the transports) completes.
     OpContext ctx(*h->local, "hierarchy setup", 0xfffff0, deadline);
     WEFT_RETURN_IF_ERROR(BarrierDissemination(ctx));

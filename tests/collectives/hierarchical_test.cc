@@ -15,35 +15,8 @@
 namespace weft::collectives {
 namespace {
 
-std::vector<uint8_t> Input(DType d, ReduceOp op, int rank, int64_t count) {
-  std::vector<uint8_t> out(static_cast<size_t>(count) * DTypeSize(d));
-  for (int64_t i = 0; i < count; ++i) {
-    double v = op == ReduceOp::kProd ? 1 + ((rank + i) % 2) : 1 + ((rank * 3 + i) % 3);
-    if (op == ReduceOp::kMin || op == ReduceOp::kMax) v = (rank * 7 + i * 3) % 11;
-    uint8_t* p = out.data() + i * DTypeSize(d);
-    switch (d) {
-      case DType::kFloat32: { float x = static_cast<float>(v); std::memcpy(p, &x, 4); break; }
-      case DType::kFloat64: std::memcpy(p, &v, 8); break;
-      case DType::kFloat16: { uint16_t x = FloatToHalf(static_cast<float>(v)); std::memcpy(p, &x, 2); break; }
-      case DType::kBFloat16: { uint16_t x = FloatToBFloat16(static_cast<float>(v)); std::memcpy(p, &x, 2); break; }
-      case DType::kInt8: { int8_t x = static_cast<int8_t>(v); std::memcpy(p, &x, 1); break; }
-      case DType::kUint8: { uint8_t x = static_cast<uint8_t>(v); std::memcpy(p, &x, 1); break; }
-      case DType::kInt32: { int32_t x = static_cast<int32_t>(v); std::memcpy(p, &x, 4); break; }
-      case DType::kInt64: { int64_t x = static_cast<int64_t>(v); std::memcpy(p, &x, 8); break; }
-    }
-  }
-  return out;
-}
-
-std::vector<uint8_t> Reference(DType d, ReduceOp op, int n, int64_t count) {
-  auto acc = Input(d, op, 0, count);
-  for (int r = 1; r < n; ++r) {
-    auto in = Input(d, op, r, count);
-    ReduceInto(d, op, acc.data(), acc.data(), in.data(), static_cast<size_t>(count));
-  }
-  if (op == ReduceOp::kAvg) DivideByCount(d, acc.data(), static_cast<size_t>(count), n);
-  return acc;
-}
+using testing::Input;
+using testing::Reference;
 
 struct Layout {
   int hosts;
