@@ -26,7 +26,7 @@
 #include "base/status.h"
 #include "scheduler/job_planner.h"
 #include "scheduler/job_types.h"
-#include "scheduler/metrics.h"
+#include "base/metrics_text.h"
 #include "scheduler/placement.h"
 #include "scheduler/state_store.h"
 

@@ -12,7 +12,7 @@
 #include "base/env.h"
 #include "base/logging.h"
 #include "base/socket_util.h"
-#include "scheduler/http_metrics_server.h"
+#include "base/http_metrics_server.h"
 #include "scheduler/proto/scheduler.grpc.pb.h"
 
 namespace weft::scheduler {

@@ -15,9 +15,12 @@ namespace grpc {
 class Server;
 }
 
+namespace weft {
+class HttpMetricsServer;
+}
+
 namespace weft::scheduler {
 
-class HttpMetricsServer;
 class SchedulerServiceImpl;
 
 struct ServiceOptions {

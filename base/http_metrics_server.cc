@@ -1,6 +1,6 @@
 // The scrape endpoint. Requests are read with a deadline (a slow client cannot stall the loop for
 // more than a second) and answered with Connection: close.
-#include "scheduler/http_metrics_server.h"
+#include "base/http_metrics_server.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -12,7 +12,7 @@
 #include "base/deadline.h"
 #include "base/logging.h"
 
-namespace weft::scheduler {
+namespace weft {
 
 Result<std::unique_ptr<HttpMetricsServer>> HttpMetricsServer::Start(
     const std::string& host, int port, std::function<std::string()> render) {
@@ -90,4 +90,4 @@ void HttpMetricsServer::Serve(int fd) {
   }
 }
 
-}  // namespace weft::scheduler
+}  // namespace weft

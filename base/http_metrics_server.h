@@ -10,7 +10,7 @@
 #include "base/socket_util.h"
 #include "base/status.h"
 
-namespace weft::scheduler {
+namespace weft {
 
 // Owns its listening socket and thread; destruction stops and joins it. `render` is called on the
 // server thread and must be thread-safe with respect to its owner.
@@ -34,4 +34,4 @@ class HttpMetricsServer {
   std::thread thread_;
 };
 
-}  // namespace weft::scheduler
+}  // namespace weft

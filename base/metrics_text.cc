@@ -1,10 +1,10 @@
 // Prometheus text format writer.
-#include "scheduler/metrics.h"
+#include "base/metrics_text.h"
 
 #include <cmath>
 #include <cstdio>
 
-namespace weft::scheduler {
+namespace weft {
 
 namespace {
 std::string FormatValue(double v) {
@@ -75,4 +75,4 @@ void MetricsWriter::WriteHistogram(const std::string& name, const std::string& h
   Sample(name + "_count", {}, static_cast<double>(h.count()));
 }
 
-}  // namespace weft::scheduler
+}  // namespace weft

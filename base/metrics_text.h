@@ -1,12 +1,13 @@
-// Prometheus text exposition (format 0.0.4) for the scheduler: histograms with fixed buckets and a
-// writer that emits HELP/TYPE lines once per family. Thread-compatible; the core guards its own.
+// Prometheus text exposition (format 0.0.4): histograms with fixed buckets and a writer that emits
+// HELP/TYPE lines once per family. Used by the scheduler and by ranks (collectives/metrics.h).
+// Thread-compatible; owners guard their own.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace weft::scheduler {
+namespace weft {
 
 class Histogram {
  public:
@@ -41,4 +42,4 @@ class MetricsWriter {
 // Escapes a label value per the exposition format (backslash, quote, newline).
 std::string EscapeLabelValue(const std::string& v);
 
-}  // namespace weft::scheduler
+}  // namespace weft
