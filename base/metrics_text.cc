@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace weft {
 
@@ -10,8 +11,12 @@ namespace {
 std::string FormatValue(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   if (std::isnan(v)) return "NaN";
+  // The shortest form that reads back exactly ("2.5e-07", not "2.4999999999999999e-07").
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  for (int precision : {15, 16, 17}) {
+    std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
   return buf;
 }
 }  // namespace
@@ -47,9 +52,7 @@ void MetricsWriter::Family(const std::string& name, const std::string& type,
   out_ += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
 
-void MetricsWriter::Sample(const std::string& name,
-                           const std::vector<std::pair<std::string, std::string>>& labels,
-                           double value) {
+void MetricsWriter::Sample(const std::string& name, const MetricLabels& labels, double value) {
   out_ += name;
   if (!labels.empty()) {
     out_ += "{";
@@ -59,20 +62,33 @@ void MetricsWriter::Sample(const std::string& name,
     }
     out_ += "}";
   }
-  out_ += " " + FormatValue(value) + "\n";
+  out_ += ' ';
+  out_ += FormatValue(value);
+  out_ += '\n';
 }
 
 void MetricsWriter::WriteHistogram(const std::string& name, const std::string& help,
                                    const Histogram& h) {
   Family(name, "histogram", help);
+  HistogramSeries(name, {}, h.bounds(), h.counts(), h.count(), h.sum());
+}
+
+void MetricsWriter::HistogramSeries(const std::string& name, const MetricLabels& labels,
+                                    const std::vector<double>& bounds,
+                                    const std::vector<uint64_t>& counts, uint64_t count,
+                                    double sum) {
+  MetricLabels with_le = labels;
+  with_le.emplace_back("le", "");
   uint64_t cumulative = 0;
-  for (size_t i = 0; i < h.bounds().size(); ++i) {
-    cumulative += h.counts()[i];
-    Sample(name + "_bucket", {{"le", FormatValue(h.bounds()[i])}}, static_cast<double>(cumulative));
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    cumulative += counts[i];
+    with_le.back().second = FormatValue(bounds[i]);
+    Sample(name + "_bucket", with_le, static_cast<double>(cumulative));
   }
-  Sample(name + "_bucket", {{"le", "+Inf"}}, static_cast<double>(h.count()));
-  Sample(name + "_sum", {}, h.sum());
-  Sample(name + "_count", {}, static_cast<double>(h.count()));
+  with_le.back().second = "+Inf";
+  Sample(name + "_bucket", with_le, static_cast<double>(count));
+  Sample(name + "_sum", labels, sum);
+  Sample(name + "_count", labels, static_cast<double>(count));
 }
 
 }  // namespace weft

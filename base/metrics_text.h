@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace weft {
@@ -26,13 +27,21 @@ class Histogram {
   double sum_ = 0;
 };
 
+using MetricLabels = std::vector<std::pair<std::string, std::string>>;
+
 // Builds one exposition document. Label values are escaped; names must already be valid.
 class MetricsWriter {
  public:
   void Family(const std::string& name, const std::string& type, const std::string& help);
-  void Sample(const std::string& name,
-              const std::vector<std::pair<std::string, std::string>>& labels, double value);
+  void Sample(const std::string& name, const MetricLabels& labels, double value);
   void WriteHistogram(const std::string& name, const std::string& help, const Histogram& h);
+  // One labelled series of a histogram family already opened with Family(name, "histogram", ..):
+  // name_bucket{labels, le} (cumulative, then le="+Inf"), name_sum and name_count. `counts` are
+  // per bucket, not cumulative, one per bound; `count` is the total, which also holds the
+  // observations above the last bound.
+  void HistogramSeries(const std::string& name, const MetricLabels& labels,
+                       const std::vector<double>& bounds, const std::vector<uint64_t>& counts,
+                       uint64_t count, double sum);
   const std::string& text() const { return out_; }
 
  private:

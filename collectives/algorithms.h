@@ -43,6 +43,9 @@ RankPlace PlaceOf(internal::CommImpl& comm, int rank);
 // Two-level broadcast from the rank at `root` (ctx.hierarchy() must be set).
 Status BroadcastHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                              DType dtype, RankPlace root);
+// Two-level all-gather (ctx.hierarchy() must be set).
+Status AllGatherHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
+                             size_t sendcount, DType dtype);
 Status ReduceBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
                       ReduceOp op, int root);
 Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

@@ -26,6 +26,7 @@ Status AllGatherShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t s
     const uint64_t seq = arena.NextSeq();
     WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
     if (len > 0) std::memcpy(arena.Slot(rank, seq), in + off, len);
+    ctx.ArenaWrote(len);
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
     for (int r = 0; r < n && len > 0; ++r) std::memcpy(out + r * block + off, arena.Slot(r, seq), len);

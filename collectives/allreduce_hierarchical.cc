@@ -67,6 +67,7 @@ Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
     const uint64_t seq = arena->NextSeq();
     WEFT_RETURN_IF_ERROR(local.ArenaWritable(seq));
     std::memcpy(arena->Slot(l, seq), in + off * es, len * es);
+    local.ArenaWrote(len * es);
     arena->Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(local.WaitArena(Flag::kReady, seq));
     const internal::Block b = internal::EvenBlocks(len, L)[l];
@@ -96,6 +97,7 @@ Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
     WEFT_RETURN_IF_ERROR(local.ArenaWritable(seq));
     const internal::Block b = internal::EvenBlocks(len, L)[l];
     if (b.count > 0) std::memcpy(arena->ResultSlot(seq) + b.offset * es, shard + at * es, b.count * es);
+    local.ArenaWrote(b.count * es);
     at += b.count;
     arena->Set(Flag::kPart, seq);
     WEFT_RETURN_IF_ERROR(local.WaitArena(Flag::kPart, seq));

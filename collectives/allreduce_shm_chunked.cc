@@ -31,6 +31,7 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
     const uint64_t seq = arena.NextSeq();
     WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
     std::memcpy(arena.Slot(rank, seq), in + off * es, len * es);
+    ctx.ArenaWrote(len * es);
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
     const internal::Block b = internal::EvenBlocks(len, n)[rank];
@@ -44,6 +45,7 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
         for (int r = 2; r < n; ++r) ReduceInto(dtype, op, res, res, arena.Slot(r, seq) + at, b.count);
       }
       if (op == ReduceOp::kAvg) DivideByCount(dtype, res, b.count, n);
+      ctx.ArenaWrote(b.count * es);
     }
     arena.Set(Flag::kPart, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kPart, seq));

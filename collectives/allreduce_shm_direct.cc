@@ -22,6 +22,7 @@ Status AllReduceShmDirect(OpContext& ctx, const void* sendbuf, void* recvbuf, si
   const uint64_t seq = arena.NextSeq();
   WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
   if (bytes > 0) std::memcpy(arena.Slot(arena.rank(), seq), sendbuf, bytes);
+  ctx.ArenaWrote(bytes);
   arena.Set(Flag::kReady, seq);
   WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
   auto* out = static_cast<uint8_t*>(recvbuf);

@@ -29,6 +29,7 @@ Status BroadcastShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t c
     if (rank == root) {
       WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
       if (len > 0) std::memcpy(arena.Slot(root, seq), out + off, len);
+      ctx.ArenaWrote(len);
       arena.Set(Flag::kReady, seq);
     } else {
       WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq, root));

@@ -10,6 +10,7 @@
 #include "collectives/algorithms.h"
 #include "collectives/internal/comm_impl.h"
 #include "collectives/link_probe.h"
+#include "collectives/metrics.h"
 #include "collectives/tuner.h"
 #include "rendezvous/bootstrap.h"
 #include "rendezvous/tcp_store.h"
@@ -77,6 +78,13 @@ Result<std::unique_ptr<Communicator>> Communicator::Create(rendezvous::Store& st
   }
   SetLogRank(rank);
   WEFT_ASSIGN_OR_RETURN(auto shared, CommShared::Create(store, rank, world_size, options));
+  {
+    // The first root communicator of the process names its rank in the metrics and, with
+    // WEFT_METRICS_PORT set, starts serving them at that port + its local rank.
+    int local_rank = 0;
+    for (int r = 0; r < rank; ++r) local_rank += shared->host_of(r) == shared->host_of(rank);
+    metrics::StartFromEnvironment(rank, world_size, local_rank);
+  }
   std::vector<int> group(world_size);
   for (int i = 0; i < world_size; ++i) group[i] = i;
   auto impl = std::make_shared<CommImpl>(shared, std::move(group), rank, RootCommId(shared->job_id()));
@@ -208,6 +216,17 @@ std::string Communicator::AllReduceAlgorithmFor(int64_t count, DType dtype) cons
   return AllReduceAlgoName(ChooseAllReduce(TunerFor(count, dtype)));
 }
 
+bool Communicator::UseHierarchicalAllGather() const {
+  // WEFT_ALGO=ring (or any flat all-reduce choice) keeps the all-gather flat too.
+  const std::string& forced = impl_->shared().options().algorithm;
+  return impl_->hierarchy() != nullptr && (forced.empty() || forced == "hierarchical");
+}
+
+std::string Communicator::AllGatherAlgorithm() const {
+  if (UseHierarchicalAllGather()) return "hierarchical";
+  return impl_->arena() != nullptr ? "shm" : "ring";
+}
+
 void Communicator::SetLinkModels(LinkModels models) { impl_->SetLinkModels(std::move(models)); }
 const LinkModels& Communicator::link_models() const { return impl_->link_models(); }
 
@@ -277,6 +296,22 @@ class Checker {
 
 size_t Bytes(int64_t count, DType d) { return static_cast<size_t>(count) * DTypeSize(d); }
 
+metrics::Algo MetricsAlgo(AllReduceAlgo a) {
+  switch (a) {
+    case AllReduceAlgo::kRing:
+      return metrics::Algo::kRing;
+    case AllReduceAlgo::kRecursiveDoubling:
+      return metrics::Algo::kRecursiveDoubling;
+    case AllReduceAlgo::kShmDirect:
+      return metrics::Algo::kShmDirect;
+    case AllReduceAlgo::kShmChunked:
+      return metrics::Algo::kShmChunked;
+    case AllReduceAlgo::kHierarchical:
+      return metrics::Algo::kHierarchical;
+  }
+  return metrics::Algo::kUnspecified;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
@@ -341,7 +376,7 @@ Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t
   size_t bytes = Bytes(count, dtype);
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
   AllReduceAlgo algo = ChooseAllReduce(TunerFor(count, dtype));
-  return impl_->Issue("allreduce", true, [=](internal::OpContext& ctx) {
+  return impl_->Issue("allreduce", MetricsAlgo(algo), [=](internal::OpContext& ctx) {
     switch (algo) {
       case AllReduceAlgo::kShmDirect:
         return AllReduceShmDirect(ctx, sendbuf, recvbuf, count, dtype, op);
@@ -371,7 +406,7 @@ Result<Work> Communicator::Reduce(const void* sendbuf, void* recvbuf, int64_t co
     size_t bytes = Bytes(count, dtype);
     WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
   }
-  return impl_->Issue("reduce", true, [=](internal::OpContext& ctx) {
+  return impl_->Issue("reduce", metrics::Algo::kBinomial, [=](internal::OpContext& ctx) {
     return ReduceBinomial(ctx, sendbuf, recvbuf, count, dtype, op, root);
   });
 }
@@ -390,11 +425,12 @@ Result<Work> Communicator::Broadcast(const void* sendbuf, void* recvbuf, int64_t
   }
   if (impl_->hierarchy() != nullptr) {
     RankPlace place = PlaceOf(*impl_, root);
-    return impl_->Issue("broadcast", true, [=](internal::OpContext& ctx) {
+    return impl_->Issue("broadcast", metrics::Algo::kHierarchical, [=](internal::OpContext& ctx) {
       return BroadcastHierarchical(ctx, sendbuf, recvbuf, count, dtype, place);
     });
   }
-  return impl_->Issue("broadcast", true, [=](internal::OpContext& ctx) {
+  const auto bcast_algo = impl_->arena() ? metrics::Algo::kShm : metrics::Algo::kBinomial;
+  return impl_->Issue("broadcast", bcast_algo, [=](internal::OpContext& ctx) {
     return ctx.arena() ? BroadcastShm(ctx, sendbuf, recvbuf, count, dtype, root)
                        : BroadcastBinomial(ctx, sendbuf, recvbuf, count, dtype, root);
   });
@@ -410,7 +446,13 @@ Result<Work> Communicator::AllGather(const void* sendbuf, void* recvbuf, int64_t
   size_t block = Bytes(sendcount, dtype);
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, block, recvbuf, block * world_size(),
                                  static_cast<uint8_t*>(recvbuf) + block * rank()));
-  return impl_->Issue("allgather", true, [=](internal::OpContext& ctx) {
+  if (UseHierarchicalAllGather()) {
+    return impl_->Issue("allgather", metrics::Algo::kHierarchical, [=](internal::OpContext& ctx) {
+      return AllGatherHierarchical(ctx, sendbuf, recvbuf, sendcount, dtype);
+    });
+  }
+  const auto gather_algo = impl_->arena() ? metrics::Algo::kShm : metrics::Algo::kRing;
+  return impl_->Issue("allgather", gather_algo, [=](internal::OpContext& ctx) {
     return ctx.arena() ? AllGatherShm(ctx, sendbuf, recvbuf, sendcount, dtype)
                        : AllGatherRing(ctx, sendbuf, recvbuf, sendcount, dtype);
   });
@@ -427,7 +469,8 @@ Result<Work> Communicator::ReduceScatter(const void* sendbuf, void* recvbuf, int
   size_t block = Bytes(recvcount, dtype);
   WEFT_RETURN_IF_ERROR(c.Overlap(recvbuf, block, sendbuf, block * world_size(),
                                  static_cast<const uint8_t*>(sendbuf) + block * rank()));
-  return impl_->Issue("reducescatter", true, [=](internal::OpContext& ctx) {
+  const auto rs_algo = impl_->arena() ? metrics::Algo::kShm : metrics::Algo::kRing;
+  return impl_->Issue("reducescatter", rs_algo, [=](internal::OpContext& ctx) {
     return ctx.arena() ? ReduceScatterShm(ctx, sendbuf, recvbuf, recvcount, dtype, op)
                        : ReduceScatterRing(ctx, sendbuf, recvbuf, recvcount, dtype, op);
   });
@@ -442,7 +485,7 @@ Result<Work> Communicator::AllToAll(const void* sendbuf, void* recvbuf, int64_t 
   WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
   size_t all = Bytes(count, dtype) * world_size();
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, all, recvbuf, all, recvbuf));
-  return impl_->Issue("alltoall", true, [=](internal::OpContext& ctx) {
+  return impl_->Issue("alltoall", metrics::Algo::kPairwise, [=](internal::OpContext& ctx) {
     return AllToAllPairwise(ctx, sendbuf, recvbuf, count, dtype);
   });
 }
@@ -460,7 +503,7 @@ Result<Work> Communicator::Gather(const void* sendbuf, void* recvbuf, int64_t se
     WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, block, recvbuf, block * world_size(),
                                    static_cast<uint8_t*>(recvbuf) + block * rank()));
   }
-  return impl_->Issue("gather", true, [=](internal::OpContext& ctx) {
+  return impl_->Issue("gather", metrics::Algo::kLinear, [=](internal::OpContext& ctx) {
     return GatherLinear(ctx, sendbuf, recvbuf, sendcount, dtype, root);
   });
 }
@@ -478,13 +521,14 @@ Result<Work> Communicator::Scatter(const void* sendbuf, void* recvbuf, int64_t r
     WEFT_RETURN_IF_ERROR(c.Overlap(recvbuf, block, sendbuf, block * world_size(),
                                    static_cast<const uint8_t*>(sendbuf) + block * rank()));
   }
-  return impl_->Issue("scatter", true, [=](internal::OpContext& ctx) {
+  return impl_->Issue("scatter", metrics::Algo::kLinear, [=](internal::OpContext& ctx) {
     return ScatterLinear(ctx, sendbuf, recvbuf, recvcount, dtype, root);
   });
 }
 
 Result<Work> Communicator::Barrier() {
-  return impl_->Issue("barrier", true, [](internal::OpContext& ctx) {
+  const auto barrier_algo = impl_->arena() ? metrics::Algo::kShm : metrics::Algo::kDissemination;
+  return impl_->Issue("barrier", barrier_algo, [](internal::OpContext& ctx) {
     return ctx.arena() ? BarrierShm(ctx) : BarrierDissemination(ctx);
   });
 }

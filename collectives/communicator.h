@@ -117,6 +117,9 @@ class Communicator {
   std::string host_of(int rank) const;
   // The all-reduce algorithm the tuner picks for this size ("ring", "recursive_doubling").
   std::string AllReduceAlgorithmFor(int64_t count, DType dtype) const;
+  // The all-gather algorithm ("hierarchical" across hosts, "shm" through a local arena, "ring").
+  // WEFT_ALGO set to a flat all-reduce algorithm keeps it flat.
+  std::string AllGatherAlgorithm() const;
   // The same choice with its reason, for `weft bench --explain`.
   std::string ExplainAllReduce(int64_t count, DType dtype) const;
   // Measured α/β per link class (collectives/link_probe.h). Created communicators probe when
@@ -173,6 +176,7 @@ class Communicator {
  private:
   explicit Communicator(std::shared_ptr<internal::CommImpl> impl);
   TunerInput TunerFor(int64_t count, DType dtype) const;
+  bool UseHierarchicalAllGather() const;
   std::shared_ptr<internal::CommImpl> impl_;
 };
 

@@ -33,6 +33,7 @@ Status ReduceScatterShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size
     for (int b = 0; b < n && len > 0; ++b) {
       std::memcpy(mine + b * len * es, in + b * block + off * es, len * es);
     }
+    ctx.ArenaWrote(n * len * es);
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
     if (len > 0) {

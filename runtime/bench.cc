@@ -344,6 +344,16 @@ const char* FixedAlgorithm(const std::string& collective) {
   return "direct";
 }
 
+const char* ExplainAllGather(const std::string& algo) {
+  if (algo == "hierarchical") {
+    return "hierarchical: ranks span hosts evenly: each local rank's blocks cross hosts once "
+           "(one ring per local rank, in parallel), then the hosts' ranks exchange them through "
+           "shared memory";
+  }
+  if (algo == "shm") return "shm: all ranks share a host: through the shared-memory arena";
+  return "ring, pipelined chunks";
+}
+
 bool ParseArgs(const std::vector<std::string>& args, BenchOptions* o, std::string* err) {
   if (args.empty()) {
     *err = "missing COLLECTIVE";
@@ -502,8 +512,9 @@ int BenchCommand(const std::vector<std::string>& args) {
       }
       std::printf("# explain %lld B: %s; rank 0's peers (rank:transport) %s\n",
                   static_cast<long long>(row_bytes),
-                  o.collective == "allreduce" ? c.ExplainAllReduce(count, o.dtype).c_str()
-                                              : FixedAlgorithm(o.collective),
+                  o.collective == "allreduce"   ? c.ExplainAllReduce(count, o.dtype).c_str()
+                  : o.collective == "allgather" ? ExplainAllGather(c.AllGatherAlgorithm())
+                                                : FixedAlgorithm(o.collective),
                   peers.empty() ? "none" : peers.c_str());
     }
     auto ip = o.collective == "barrier" || o.collective == "sendrecv" || oop.failed || o.latency
@@ -520,8 +531,9 @@ int BenchCommand(const std::vector<std::string>& args) {
     double f = shape.busbw_factor(n);
     int root = shape.rooted ? o.root : -1;
     if (!lead) continue;
-    std::string algo = o.collective == "allreduce" ? c.AllReduceAlgorithmFor(count, o.dtype)
-                                                   : std::string(FixedAlgorithm(o.collective));
+    std::string algo = o.collective == "allreduce"   ? c.AllReduceAlgorithmFor(count, o.dtype)
+                       : o.collective == "allgather" ? c.AllGatherAlgorithm()
+                                                     : std::string(FixedAlgorithm(o.collective));
     if (o.json) {
       std::printf("{\"lib\":\"weft\",\"algo\":\"%s\",\"mode\":\"%s\",\"p50_us\":%.3f,"
                   "\"p99_us\":%.3f,\"busbw\":%.4f,",

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Multi-host all-reduce benchmark on one machine: 3 network namespaces as "hosts" x 2 ranks each,
-# the same layout as tests/netns (each host has one veth link to a bridge living in a "switch"
-# namespace of its own, so the root namespace gains no interface, address or route and all traffic
-# stays between the namespaces this script creates). Needs root and iproute2.
-# Runs, interleaved (A B A B ...) and repeated, float32 sum all-reduce 1 MiB .. 64 MiB (x4) with
-# the tuner's choice (hierarchical when ranks span hosts) and with WEFT_ALGO=ring (flat ring),
-# WEFT_TRANSPORT=shm,tcp; writes raw JSON lines, the tuner's --explain output and a markdown table
-# (medians with min-max over the repeats) to OUT (default bench/results/netns).
+# Multi-host all-reduce and all-gather benchmark on one machine: 3 network namespaces as "hosts"
+# x 2 ranks each, the same layout as tests/netns (each host has one veth link to a bridge living in
+# a "switch" namespace of its own, so the root namespace gains no interface, address or route and
+# all traffic stays between the namespaces this script creates). Needs root and iproute2.
+# Runs, interleaved (A B A B ...) and repeated, float32 all-reduce (sum) and all-gather, 1 MiB ..
+# 64 MiB (x4), with the tuner's choice (hierarchical when ranks span hosts) and with WEFT_ALGO=ring
+# (flat ring), WEFT_TRANSPORT=shm,tcp; writes raw JSON lines, the tuner's --explain output and a
+# markdown table (medians with min-max over the repeats) to OUT (default bench/results/netns).
 #   scripts/bench_netns.sh [--repeats N] [--iters N] [--out DIR] [--bin DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,15 +95,20 @@ echo "bench_netns: tuner's choice (--explain)"
 run_job "$out/explain.txt" "" bench allreduce --latency --explain "${sweep[@]}" -n 3 -w 1 -c 1
 cat "$out/explain.txt"
 
+run_job "$tmp/explain.ag" "" bench allgather --latency --explain "${sweep[@]}" -n 3 -w 1 -c 1
+cat "$tmp/explain.ag" >> "$out/explain.txt"
+
 for ((rep = 1; rep <= repeats; rep++)); do
-  for variant in default ring; do
-    echo "bench_netns: repeat $rep/$repeats, $variant"
-    extra=""
-    [ "$variant" = ring ] && extra="WEFT_ALGO=ring"
-    run_job "$tmp/job.out" "$extra" bench allreduce --latency --json "${sweep[@]}" \
-      -n "$iters" -w 3 -c 0
-    sed -n "s/^{/{\"variant\":\"$variant\",\"repeat\":$rep,\"hosts\":$hosts,\"ranks_per_host\":$per_host,/p" \
-      "$tmp/job.out" >> "$raw"
+  for coll in allreduce allgather; do
+    for variant in default ring; do
+      echo "bench_netns: repeat $rep/$repeats, $coll, $variant"
+      extra=""
+      [ "$variant" = ring ] && extra="WEFT_ALGO=ring"
+      run_job "$tmp/job.out" "$extra" bench "$coll" --latency --json "${sweep[@]}" \
+        -n "$iters" -w 3 -c 0
+      sed -n "s/^{/{\"variant\":\"$variant\",\"repeat\":$rep,\"hosts\":$hosts,\"ranks_per_host\":$per_host,/p" \
+        "$tmp/job.out" >> "$raw"
+    done
   done
 done
 
@@ -112,36 +117,39 @@ import json, statistics, sys
 from collections import defaultdict
 raw, report, explain = sys.argv[1:4]
 rows = defaultdict(list)
-algo = {}
+algo = defaultdict(set)
 for line in open(raw):
     j = json.loads(line)
-    rows[(j["variant"], j["size"])].append(j["p50_us"])
-    algo.setdefault(j["variant"], set()).add(j["algo"])
-sizes = sorted({s for _, s in rows})
+    rows[(j["collective"], j["variant"], j["size"])].append(j["p50_us"])
+    algo[(j["collective"], j["variant"])].add(j["algo"])
 def fmt(v):
     return f"{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})"
 def mib(b):
     return f"{b / 2**20:g} MiB"
 reps = max(len(v) for v in rows.values())
 lines = [
-    "# Multi-host all-reduce over network namespaces: hierarchical vs flat ring",
+    "# Multi-host collectives over network namespaces: hierarchical vs flat",
     "",
     f"3 namespace hosts × 2 ranks (6 ranks), WEFT_TRANSPORT=shm,tcp (shm inside a host, TCP over "
-    f"veth + bridge across), float32 sum, `weft bench allreduce --latency`, p50 per run; medians "
-    f"over {reps} interleaved repeats with min–max. Default = the tuner's choice "
-    f"(algo reported: {', '.join(sorted(algo.get('default', [])))}); flat ring = WEFT_ALGO=ring. "
-    f"Speed-up = flat ring p50 / hierarchical p50 (medians).",
-    "",
-    "| size | hierarchical p50 µs | flat ring p50 µs | speed-up |",
-    "|---:|---:|---:|---:|",
+    f"veth + bridge across), float32 (all-reduce: sum), `weft bench COLLECTIVE --latency`, p50 per "
+    f"run; medians over {reps} interleaved repeats with min–max. Default = the tuner's choice; "
+    f"flat = WEFT_ALGO=ring (flat ring all-reduce and all-gather). Size = the all-reduce buffer or "
+    f"the whole gathered buffer. Speed-up = flat p50 / default p50 (medians).",
 ]
-for s in sizes:
-    h, r = rows.get(("default", s), []), rows.get(("ring", s), [])
-    if not h or not r:
+for coll in ("allreduce", "allgather"):
+    sizes = sorted({s for c, _, s in rows if c == coll})
+    if not sizes:
         continue
-    lines.append(f"| {mib(s)} | {fmt(h)} | {fmt(r)} | "
-                 f"{statistics.median(r) / statistics.median(h):.2f}× |")
-lines += ["", "Tuner (`weft bench allreduce --latency --explain`, rank 0):", "", "```"]
+    lines += ["", f"## {coll} (default reported: {', '.join(sorted(algo[(coll, 'default')]))}; "
+                  f"flat: {', '.join(sorted(algo[(coll, 'ring')]))})", "",
+              "| size | default p50 µs | flat p50 µs | speed-up |", "|---:|---:|---:|---:|"]
+    for s in sizes:
+        h, r = rows.get((coll, "default", s), []), rows.get((coll, "ring", s), [])
+        if not h or not r:
+            continue
+        lines.append(f"| {mib(s)} | {fmt(h)} | {fmt(r)} | "
+                     f"{statistics.median(r) / statistics.median(h):.2f}× |")
+lines += ["", "Tuner (`weft bench allreduce|allgather --latency --explain`, rank 0):", "", "```"]
 lines += [l.rstrip() for l in open(explain) if l.startswith("# explain")]
 lines += ["```", ""]
 open(report, "w").write("\n".join(lines))

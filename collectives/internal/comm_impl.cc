@@ -24,7 +24,7 @@ WEFT_ENV_KNOB(kInitTimeoutKnob, "WEFT_INIT_TIMEOUT_MS", "120000",
 WEFT_ENV_KNOB(kChunkKnob, "WEFT_CHUNK_BYTES", "1M", "pipeline chunk of ring and tree algorithms");
 WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
               "force the all-reduce algorithm: ring, recursive_doubling, shm_direct, shm_chunked "
-              "or hierarchical (default: the tuner)");
+              "or hierarchical (default: the tuner); a flat choice keeps all-gather flat too");
 WEFT_ENV_KNOB(kRdMaxKnob, "WEFT_ALGO_RD_MAX_BYTES", "64K",
               "largest all-reduce the tuner gives to recursive doubling");
 WEFT_ENV_KNOB(kJobIdKnob, "WEFT_JOB_ID", "", "job id (set by launchers; else made by rank 0)");
@@ -241,6 +241,15 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
                               " (host " + host + "); tried " + tried);
     }
   }
+  transport_labels_.assign(world_size_, metrics::kTransportSelf);
+  sent_counters_.assign(world_size_, 0);
+  for (int r = 0; r < world_size_; ++r) {
+    if (r == rank_) continue;
+    transport_labels_[r] = metrics::TransportLabel(transport_names_[r]);
+    sent_counters_[r] = metrics::SentCounter(
+        transport_labels_[r],
+        hosts_[r] == host ? metrics::PeerClass::kSameHost : metrics::PeerClass::kRemote);
+  }
   for (size_t i = 0; i < transports_.size(); ++i) {
     if (per_transport[i].empty()) continue;
     auto eps = transports_[i]->Connect(per_transport[i], deadline);
@@ -407,10 +416,14 @@ Status OpContext::WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank) 
 }
 
 Result<Pending> OpContext::SendTagged(int peer, const void* data, size_t bytes, uint64_t tag) {
-  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
+  const int w = comm_.world_rank_of(peer);
+  transport::Endpoint* ep = comm_.shared().endpoint(w);
   if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
   auto r = ep->PostSend(data, bytes, tag);
   if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
+  // Bytes are counted here, where every collective's and user's send is posted, rather than in
+  // each transport.
+  if (metrics::Enabled()) metrics::AddSentBytes(comm_.shared().sent_counter(w), bytes);
   return Pending{*r, peer};
 }
 
@@ -541,7 +554,16 @@ Status WorkState::Wait(Deadline deadline) {
 
 CommImpl::CommImpl(std::shared_ptr<CommShared> shared, std::vector<int> group, int rank,
                    uint32_t comm_id)
-    : shared_(std::move(shared)), group_(std::move(group)), rank_(rank), comm_id_(comm_id) {}
+    : shared_(std::move(shared)), group_(std::move(group)), rank_(rank), comm_id_(comm_id) {
+  bool first = true;
+  for (int r = 0; r < size(); ++r) {
+    if (r == rank_) continue;
+    const uint8_t t = shared_->transport_label(group_[r]);
+    if (first) transport_label_ = t;
+    if (t != transport_label_) transport_label_ = metrics::kTransportMixed;
+    first = false;
+  }
+}
 
 CommImpl::~CommImpl() { Shutdown(); }
 
@@ -588,15 +610,28 @@ Status CommImpl::KnownError() {
   return shared_->KnownFailure();
 }
 
-Result<Work> CommImpl::Issue(const char* name, bool collective, WorkState::Fn fn,
+Result<Work> CommImpl::Issue(metrics::OpName name, bool collective, WorkState::Fn fn,
                              std::optional<P2POp> p2p) {
-  std::shared_ptr<WorkState> state;
+  metrics::Algo algo = metrics::Algo::kUnspecified;
+  if (p2p) algo = metrics::Algo::kDirect;
+  if (name.op == metrics::Op::kGroup) algo = metrics::Algo::kGroup;
+  auto state = std::make_shared<WorkState>(name, algo, 0, std::move(fn), weak_from_this());
+  state->p2p = p2p;
+  return Enqueue(std::move(state), collective);
+}
+
+Result<Work> CommImpl::Issue(metrics::OpName name, metrics::Algo algo, WorkState::Fn fn) {
+  return Enqueue(std::make_shared<WorkState>(name, algo, 0, std::move(fn), weak_from_this()),
+                 /*collective=*/true);
+}
+
+Result<Work> CommImpl::Enqueue(std::shared_ptr<WorkState> state, bool collective) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) return FailedPreconditionError(std::string(name) + " on a destroyed communicator");
-    uint32_t seq = collective ? next_seq_++ : 0;
-    state = std::make_shared<WorkState>(name, seq, std::move(fn), weak_from_this());
-    state->p2p = p2p;
+    if (stop_) {
+      return FailedPreconditionError(std::string(state->name) + " on a destroyed communicator");
+    }
+    if (collective) state->seq = next_seq_++;
     if (group_depth_ > 0) {
       group_ops_.push_back(state);
       return Work(state);
@@ -660,23 +695,59 @@ Result<Work> CommImpl::GroupEnd() {
 }
 
 void CommImpl::Execute(const std::shared_ptr<WorkState>& state) {
+  // With metrics off this branch is all they cost.
+  if (metrics::Enabled()) [[unlikely]] {
+    ExecuteMeasured(*state);
+    return;
+  }
+  state->Complete(Run(*state));
+}
+
+Status CommImpl::Run(WorkState& state) {
   // Only what is already known: peers' failure reports are polled while operations wait, not
   // before each one starts (that would pump every connection on the latency path).
   Status err = KnownError();
   if (!err.ok()) {
-    state->Complete(Status(err.code(), std::string(state->name) + " #" + std::to_string(state->seq) +
-                                           " not run: communicator failed earlier: " + err.message()));
-    return;
+    return Status(err.code(), std::string(state.name) + " #" + std::to_string(state.seq) +
+                                  " not run: communicator failed earlier: " + err.message());
   }
-  OpContext ctx(*this, state->name, state->seq,
-                Deadline::AfterMs(shared_->options().timeout_ms));
-  Status s = state->fn(ctx);
+  OpContext ctx(*this, state.name, state.seq, Deadline::AfterMs(shared_->options().timeout_ms));
+  Status s = state.fn(ctx);
   if (!s.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = s;
     has_error_.store(true, std::memory_order_release);
   }
-  state->Complete(s);
+  return s;
+}
+
+void CommImpl::ExecuteMeasured(WorkState& state) {
+  const auto start = Clock::now();
+  Status s = Run(state);
+  // Recorded before Complete, so whoever sees the operation done also sees it counted.
+  if (s.ok()) {
+    uint8_t transport = transport_label_;
+    switch (state.algo) {
+      case metrics::Algo::kShmDirect:
+      case metrics::Algo::kShmChunked:
+      case metrics::Algo::kShm:
+        transport = metrics::kTransportArena;
+        break;
+      case metrics::Algo::kHierarchical:
+        transport = metrics::kTransportMixed;
+        break;
+      case metrics::Algo::kDirect:
+        transport = shared_->transport_label(group_[state.p2p->peer]);
+        break;
+      default:
+        break;
+    }
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start);
+    metrics::ObserveLatency(state.op, state.algo, transport, ns.count());
+  } else {
+    metrics::CountError(state.op, s.code());
+  }
+  state.Complete(std::move(s));
 }
 
 void CommImpl::TryRunInline(WorkState* state) {

@@ -18,6 +18,7 @@
 #include "base/status.h"
 #include "collectives/communicator.h"
 #include "collectives/link_model.h"
+#include "collectives/metrics.h"
 #include "collectives/internal/hierarchy.h"
 #include "collectives/internal/local_arena.h"
 #include "rendezvous/store.h"
@@ -59,6 +60,10 @@ class CommShared {
   transport::Endpoint* endpoint(int world_rank) const { return endpoints_[world_rank].get(); }
   const std::string& transport_name(int world_rank) const { return transport_names_[world_rank]; }
   const std::string& host_of(int world_rank) const { return hosts_[world_rank]; }
+  // Metrics indices of a world rank, fixed at bootstrap: its transport's label and the bytes
+  // counter of (transport, peer class).
+  uint8_t transport_label(int world_rank) const { return transport_labels_[world_rank]; }
+  uint8_t sent_counter(int world_rank) const { return sent_counters_[world_rank]; }
 
   // The error that failed these connections, OK while healthy. Also notices peers' reports.
   Status CheckFailed();
@@ -99,6 +104,8 @@ class CommShared {
   std::vector<std::unique_ptr<transport::Endpoint>> endpoints_;
   std::vector<std::string> transport_names_;
   std::vector<std::string> hosts_;
+  std::vector<uint8_t> transport_labels_;
+  std::vector<uint8_t> sent_counters_;
   std::unique_ptr<LocalArena> root_arena_;
 
   std::mutex mu_;
@@ -160,6 +167,14 @@ class OpContext {
   Status WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank = -1);
   // Waits until this rank may write its slot and the result buffer for step seq.
   Status ArenaWritable(uint64_t seq);
+  // Counts bytes this rank wrote into the arena for its peers (weft_transport_sent_bytes_total,
+  // transport "arena"); arena algorithms call it where they fill their slot or result part.
+  void ArenaWrote(size_t bytes) const {
+    if (metrics::Enabled()) {
+      metrics::AddSentBytes(
+          metrics::SentCounter(metrics::kTransportArena, metrics::PeerClass::kSameHost), bytes);
+    }
+  }
   uint32_t seq() const { return seq_; }
   // "allreduce #12"
   std::string OpLabel() const;
@@ -188,14 +203,22 @@ struct P2POp {
 class WorkState {
  public:
   using Fn = std::function<Status(OpContext&)>;
-  WorkState(const char* name, uint32_t seq, Fn fn, std::weak_ptr<CommImpl> comm)
-      : name(name), seq(seq), fn(std::move(fn)), comm(std::move(comm)) {}
+  WorkState(metrics::OpName name, metrics::Algo algo, uint32_t seq, Fn fn,
+            std::weak_ptr<CommImpl> comm)
+      : name(name.text),
+        op(name.op),
+        algo(algo),
+        seq(seq),
+        fn(std::move(fn)),
+        comm(std::move(comm)) {}
   void Complete(Status s);
   bool done() const { return done_.load(std::memory_order_acquire); }
   Status Wait(Deadline deadline);
   Status status() const;
 
   const char* name;
+  metrics::Op op;  // metrics labels, fixed when issued
+  metrics::Algo algo;
   uint32_t seq;
   Fn fn;
   Clock::time_point queued_at;
@@ -234,9 +257,11 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   uint64_t UserTag(int tag) const;
 
   // Issues an operation: assigns the next sequence number (collectives) and queues it, or, while
-  // a group is open, adds it to the group.
-  Result<Work> Issue(const char* name, bool collective, WorkState::Fn fn,
+  // a group is open, adds it to the group. `name` is a string literal naming a metrics::Op.
+  Result<Work> Issue(metrics::OpName name, bool collective, WorkState::Fn fn,
                      std::optional<P2POp> p2p = std::nullopt);
+  // A collective, labelled in the metrics with the algorithm chosen for it.
+  Result<Work> Issue(metrics::OpName name, metrics::Algo algo, WorkState::Fn fn);
   void GroupStart();
   Result<Work> GroupEnd();
 
@@ -258,13 +283,21 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   }
 
  private:
+  Result<Work> Enqueue(std::shared_ptr<WorkState> state, bool collective);
   void WorkerLoop();
   void Execute(const std::shared_ptr<WorkState>& state);
+  // Runs the operation (unless the communicator failed earlier) and records a failure.
+  Status Run(WorkState& state);
+  // Execute with metrics: times Run and records latency or error before completing.
+  void ExecuteMeasured(WorkState& state);
 
   std::shared_ptr<CommShared> shared_;
   std::vector<int> group_;
   int rank_;
   uint32_t comm_id_;
+  // Metrics transport label of this communicator's operations: its peers' common transport,
+  // "mixed" or "self" (arena and hierarchical algorithms override it).
+  uint8_t transport_label_ = metrics::kTransportSelf;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -45,6 +45,7 @@ Result<std::unique_ptr<Hierarchy>> BuildHierarchy(CommImpl& comm, Deadline deadl
   const int my_host = host_index.at(shared.host_of(comm.world_rank_of(me)));
   h->num_hosts = hosts;
   h->local_size = static_cast<int>(per_host);
+  for (const auto& m : members) h->rank_of.insert(h->rank_of.end(), m.begin(), m.end());
   for (size_t i = 0; i < per_host; ++i) {
     if (members[my_host][i] == me) h->local_rank = static_cast<int>(i);
   }

@@ -20,6 +20,8 @@ struct Hierarchy {
   int num_hosts = 0;
   int local_rank = 0;
   int local_size = 0;
+  // Communicator rank of local rank l on host x: rank_of[x * local_size + l].
+  std::vector<int> rank_of;
 };
 
 // Builds the hierarchy when the communicator's ranks span more than one host, some host holds

@@ -1,8 +1,10 @@
 // Ranks spread over several "hosts" (threads given different host identities, so shared memory
 // joins ranks of a host and TCP joins hosts): the tuner picks the hierarchical all-reduce, and it
-// matches the serial reference for every data type, op and size, with and without the arena.
+// matches the serial reference for every data type, op and size, with and without the arena;
+// broadcast and all-gather take their two-level paths too, on contiguous and interleaved layouts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -136,6 +138,69 @@ TEST_P(HierarchicalBroadcast, EveryRootMatches) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HierarchicalBroadcast,
+                         ::testing::Values(BcastLayout{2, 2, true, false},
+                                           BcastLayout{3, 2, true, true},
+                                           BcastLayout{2, 3, true, true},
+                                           BcastLayout{3, 2, false, false},
+                                           BcastLayout{2, 3, false, true}),
+                         [](const auto& info) {
+                           return std::to_string(info.param.hosts) + "hosts_" +
+                                  std::to_string(info.param.per_host) + "each_" +
+                                  (info.param.arena ? "arena" : "transports") +
+                                  (info.param.interleaved ? "_interleaved" : "");
+                         });
+
+// All-gather over the same layouts: every rank's block lands at its rank's place, whatever host
+// and local rank it has (interleaved layouts put the ranks of a host far apart).
+class HierarchicalAllGather : public ::testing::TestWithParam<BcastLayout> {};
+
+TEST_P(HierarchicalAllGather, EveryBlockInPlace) {
+  const BcastLayout lay = GetParam();
+  const int n = lay.hosts * lay.per_host;
+  rendezvous::HashStore store;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r) {
+    ts.emplace_back([&, r] {
+      CommOptions o = testing::SmallOptions("shm");
+      o.transports = {"shm", "tcp"};
+      o.host_id = "host" + std::to_string(lay.interleaved ? r % lay.hosts : r / lay.per_host);
+      o.shm_coll = lay.arena ? 1 : 0;
+      auto c = Communicator::Create(store, r, n, o);
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+      Communicator& comm = **c;
+      EXPECT_EQ(comm.AllGatherAlgorithm(), "hierarchical");
+      // 4099 int32 = 16 KiB per block: several 512-B arena chunks, blocks straddling chunks.
+      for (int64_t count : {0, 1, 17, 4099}) {
+        for (bool in_place : {false, true}) {
+          std::vector<int32_t> want(static_cast<size_t>(count * n));
+          for (int64_t i = 0; i < count * n; ++i) {
+            want[i] = static_cast<int32_t>((i / count) * 1000003 + i % count);
+          }
+          std::vector<int32_t> out(static_cast<size_t>(count * n), -2);
+          std::vector<int32_t> in(want.begin() + r * count, want.begin() + (r + 1) * count);
+          const int32_t* src = in.data();
+          if (in_place) {
+            std::copy(in.begin(), in.end(), out.begin() + r * count);
+            src = out.data() + r * count;
+          }
+          auto w = comm.AllGather(src, out.data(), count, DType::kInt32);
+          Status s = w.ok() ? w->Wait() : w.status();
+          if (!s.ok() || out != want) {
+            if (failures++ < 5) {
+              ADD_FAILURE() << "rank " << r << " count " << count << " in_place " << in_place
+                            << ": " << s.ToString();
+            }
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, HierarchicalAllGather,
                          ::testing::Values(BcastLayout{2, 2, true, false},
                                            BcastLayout{3, 2, true, true},
                                            BcastLayout{2, 3, true, true},
