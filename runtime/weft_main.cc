@@ -26,14 +26,28 @@ void Usage(FILE* out) {
                "  plan --model M --cluster C [pins]          choose a pipeline/data-parallel partition\n"
                "  train [options]                            MLP on Fashion-MNIST, pipeline x data parallel\n"
                "  topo [--probe] [--json]                    hosts, transports, link alpha/beta\n"
-               "  env                                        list every WEFT_* knob\n"
+               "  env [--markdown]                           list every WEFT_* knob (--markdown: as a table)\n"
                "  help                                       this text\n");
 #ifdef WEFT_WITH_GRPC
   weft::scheduler::PrintSchedulerUsage(out);
 #endif
 }
 
-int EnvCommand() {
+// `weft env [--markdown]`: the knobs as a table; --markdown prints the README's knob table.
+int EnvCommand(const std::vector<std::string>& args) {
+  if (!args.empty() && args[0] == "--markdown") {
+    std::printf("| knob | default | meaning |\n|---|---|---|\n");
+    for (const weft::EnvKnob* k : weft::AllEnvKnobs()) {
+      const std::string def = k->default_value();
+      std::printf("| `%s` | %s | %s |\n", k->name(), def.empty() ? "—" : def.c_str(), k->doc());
+    }
+    return 0;
+  }
+  if (!args.empty()) {
+    std::fprintf(stderr, "weft env: unknown argument '%s' (usage: weft env [--markdown])\n",
+                 args[0].c_str());
+    return 2;
+  }
   std::printf("%-32s %-12s %-12s %s\n", "KNOB", "DEFAULT", "VALUE", "DOC");
   for (const weft::EnvKnob* k : weft::AllEnvKnobs()) {
     std::printf("%-32s %-12s %-12s %s\n", k->name(), k->default_value(),
@@ -56,7 +70,7 @@ int main(int argc, char** argv) {
   if (cmd == "plan") return weft::runtime::planner::PlanCommand(args);
   if (cmd == "train") return weft::runtime::train::TrainCommand(args);
   if (cmd == "topo") return weft::runtime::TopoCommand(args);
-  if (cmd == "env") return EnvCommand();
+  if (cmd == "env") return EnvCommand(args);
 #ifdef WEFT_WITH_GRPC
   bool handled = false;
   int sched_rc = weft::scheduler::SchedulerCliMain(cmd, args, &handled);

@@ -1,8 +1,9 @@
 // The scheduler's planning seam: how a job that asks for a plan (a model, not a rank count) gets
-// its world size and partition plan. The core calls a JobPlanner when one is set; the partition
-// planner (runtime/planner/, library weft_planner, JSON plans) plugs in through the adapter in
-// partition_job_planner.h. Without a planner set, plan requests are Unimplemented and jobs must
-// give resources.ranks.
+// its world size and partition plan, which of its ranks the placement keeps together, and what
+// the placement gives the plan's traffic. The core calls a JobPlanner when one is set; the
+// partition planner (runtime/planner/, library weft_planner, JSON plans) plugs in through the
+// adapter in partition_job_planner.h. Without a planner set, plan requests are Unimplemented and
+// jobs must give resources.ranks.
 #pragma once
 
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "base/status.h"
 #include "scheduler/job_types.h"
+#include "scheduler/placement.h"
 
 namespace weft::scheduler {
 
@@ -29,6 +31,17 @@ class JobPlanner {
   virtual ~JobPlanner() = default;
   virtual Result<PlanOutcome> Plan(const PlanRequest& request,
                                    const std::vector<const Node*>& nodes, int max_ranks) = 0;
+  // The size of the rank groups `plan_json` (a plan this planner returned) wants kept whole on one
+  // host (GangRequest::group); 1 for none. Called under the core's lock on each scheduling pass.
+  virtual int PlacementGroup(const std::string& plan_json) const { return 1; }
+  // Once `plan_json`'s ranks are placed (`rank_nodes[r]`: the node of rank r, borrowed for the
+  // call), records in it the link class each of the plan's transfers actually crosses and returns
+  // a one-line summary for the job's events ("" when there is nothing to say).
+  virtual std::string RecordPlacement(const GangPlacement& placement,
+                                      const std::vector<const Node*>& rank_nodes,
+                                      std::string* plan_json) const {
+    return "";
+  }
 };
 
 }  // namespace weft::scheduler

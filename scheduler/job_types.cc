@@ -121,6 +121,30 @@ bool ParseJobState(std::string_view text, JobState* out) {
 
 std::string_view NodeStateName(NodeState s) { return s == NodeState::kReady ? "READY" : "LOST"; }
 
+std::string_view LauncherName(Launcher l) {
+  switch (l) {
+    case Launcher::kAgents:
+      return "agents";
+    case Launcher::kMpirun:
+      return "mpirun";
+    case Launcher::kKubernetes:
+      return "kubernetes";
+  }
+  return "unknown";
+}
+
+bool ParseLauncher(std::string_view text, Launcher* out) {
+  std::string low;
+  for (char c : text) low.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  for (Launcher l : {Launcher::kAgents, Launcher::kMpirun, Launcher::kKubernetes}) {
+    if (LauncherName(l) == low) {
+      *out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string_view RankRunStateName(RankRunState s) {
   switch (s) {
     case RankRunState::kAssigned:
@@ -217,6 +241,11 @@ Status ValidateJobSpec(const JobSpec& spec, bool planner_available) {
         "spec.retry.max_retries: " + std::to_string(spec.retry.max_retries) + " is outside 0.." +
         std::to_string(kMaxRetries));
   }
+  const int launcher = static_cast<int>(spec.launcher);
+  if (launcher < 0 || launcher > static_cast<int>(Launcher::kKubernetes)) {
+    return InvalidArgumentError("spec.launcher: " + std::to_string(launcher) +
+                                " is not agents (0), mpirun (1) or kubernetes (2)");
+  }
   return Status::Ok();
 }
 
@@ -272,6 +301,10 @@ std::string EncodeJob(const Job& j) {
     w.Str(p.pin_schedule);
     w.I64(p.pin_micro_batches);
   }
+  // Launcher: a trailing section after the pins (records written before it decode as agents).
+  w.I64(static_cast<int>(j.spec.launcher));
+  // Uncharged attempts: a trailing section after the launcher (older records decode as 0).
+  w.I64(j.uncharged_attempts);
   return w.Take();
 }
 
@@ -309,7 +342,15 @@ Result<Job> DecodeJob(std::string_view data) {
     PlanRequest& p = *j.spec.resources.plan;
     r.Int(&p.pin_pp) && r.Int(&p.pin_dp) && r.Str(&p.pin_schedule) && r.Int(&p.pin_micro_batches);
   }
-  if (!r.ok() || state < 1 || state > 6) return Corrupt("job");
+  int launcher = 0;
+  if (r.ok() && !r.done()) r.Int(&launcher);
+  if (r.ok() && !r.done()) r.Int(&j.uncharged_attempts);
+  if (!r.ok() || state < 1 || state > 6 || launcher < 0 ||
+      launcher > static_cast<int>(Launcher::kKubernetes) || j.uncharged_attempts < 0 ||
+      j.uncharged_attempts > j.attempt) {
+    return Corrupt("job");
+  }
+  j.spec.launcher = static_cast<Launcher>(launcher);
   j.state = static_cast<JobState>(state);
   return j;
 }

@@ -51,6 +51,15 @@ struct RetryPolicy {
   int max_retries = 0;
 };
 
+// Who starts a placed job's ranks. Numbers match weft.scheduler.v1.Launcher. Every launcher's jobs
+// are queued and placed alike (gang, topology-aware, slots held); only the start differs:
+// node agents (Heartbeat assignments), `mpirun` run by the scheduler over a hostfile of the
+// placement, or Kubernetes objects rendered (and applied with kubectl) by the scheduler
+// (scheduler/launch_backends.h).
+enum class Launcher : int { kAgents = 0, kMpirun = 1, kKubernetes = 2 };
+std::string_view LauncherName(Launcher l);                 // "agents", "mpirun", "kubernetes"
+bool ParseLauncher(std::string_view text, Launcher* out);  // those names, case-insensitive
+
 struct JobSpec {
   std::string name;
   std::vector<std::string> argv;
@@ -58,6 +67,7 @@ struct JobSpec {
   Resources resources;
   int priority = 0;
   RetryPolicy retry;
+  Launcher launcher = Launcher::kAgents;
 };
 
 // Limits enforced by ValidateJobSpec (and documented in the CLI).
@@ -95,6 +105,9 @@ struct Job {
   JobState state = JobState::kPending;
   std::string reason;
   int attempt = 0;
+  // Attempts that ended because a node was lost before the attempt's ranks started there (the
+  // placement raced the node's death): they do not use up the retry policy.
+  int uncharged_attempts = 0;
   int world_size = 0;  // spec ranks, or the plan's
   int64_t submit_time_ms = 0;
   int64_t queued_time_ms = 0;  // when it last entered PENDING (queue-wait metric)

@@ -121,6 +121,123 @@ Result<planner::ClusterDesc> ClusterFromNodes(const std::vector<const Node*>& no
   return desc;
 }
 
+namespace {
+
+// The plan in `plan_json` with its parsed JSON, or false when it is not a readable weft-plan/1.
+bool ReadPlan(const std::string& plan_json, Json* json, planner::Plan* plan) {
+  if (plan_json.empty()) return false;
+  Result<Json> j = ParseJson(plan_json);
+  if (!j.ok()) return false;
+  Result<planner::Plan> p = planner::PlanFromJson(*j);
+  if (!p.ok()) return false;
+  *json = std::move(j).value();
+  *plan = std::move(p).value();
+  return true;
+}
+
+int GroupOf(const planner::Plan& plan) {
+  return plan.config.layout == planner::Layout::kDataParallelInner ? plan.config.dp
+                                                                   : plan.config.pp;
+}
+
+// "host (2), switch (1)": how many of `links` cross each class, innermost first.
+std::string CountByClass(const std::vector<std::string>& links) {
+  std::string out;
+  for (const char* name : {"none", "host", "switch", "spine"}) {
+    int n = static_cast<int>(std::count(links.begin(), links.end(), name));
+    if (n == 0) continue;
+    out += (out.empty() ? "" : ", ") + std::string(name) + " (" + std::to_string(n) + ")";
+  }
+  return out;
+}
+
+}  // namespace
+
+int PlanPlacementGroup(const std::string& plan_json) {
+  Json json;
+  planner::Plan plan;
+  if (!ReadPlan(plan_json, &json, &plan)) return 1;
+  return std::max(1, GroupOf(plan));
+}
+
+std::string RecordPlacedLinks(const GangPlacement& placement,
+                              const std::vector<const Node*>& rank_nodes, std::string* plan_json) {
+  Json json;
+  planner::Plan plan;
+  if (!ReadPlan(*plan_json, &json, &plan)) return "";
+  const int pp = plan.config.pp, dp = plan.config.dp;
+  if (static_cast<int64_t>(rank_nodes.size()) != int64_t{pp} * dp) return "";
+  auto link = [&](int64_t a, int64_t b) { return LinkBetween(*rank_nodes[a], *rank_nodes[b]); };
+  // As the planner costs them (planner.cc MakePlacement): a cut from stage s to s+1 is as slow
+  // as its slowest replica's link; an all-reduce spans the outermost class among its replicas.
+  std::vector<LinkClass> stage_cut(pp, LinkClass::kHost);
+  std::vector<std::string> allreduce(pp, "none");
+  for (int s = 0; s < pp; ++s) {
+    LinkClass ar = LinkClass::kHost;
+    for (int r = 0; r < dp; ++r) {
+      stage_cut[s] = std::max(stage_cut[s], link(plan.ChipOf(s, r), plan.ChipOf((s + 1) % pp, r)));
+      if (r > 0) ar = std::max(ar, link(plan.ChipOf(s, 0), plan.ChipOf(s, r)));
+    }
+    if (dp > 1) allreduce[s] = LinkClassName(ar);
+  }
+  std::vector<std::string> cuts;
+  for (int c = 0; c + 1 < plan.config.chunks(); ++c)
+    cuts.push_back(LinkClassName(stage_cut[c % pp]));
+
+  // What the planner predicted on the cluster it was shown.
+  std::vector<std::string> differences;
+  if (const Json* pred = json.Find("cut_links"); pred && pred->is_array()) {
+    const Json::Array& a = pred->as_array();
+    for (size_t c = 0; c < a.size() && c < cuts.size(); ++c) {
+      if (a[c].is_string() && a[c].as_string() != cuts[c]) {
+        differences.push_back("cut " + std::to_string(c) + ": placed " + cuts[c] + ", planned " +
+                              a[c].as_string());
+      }
+    }
+  }
+  if (const Json* stages = json.Find("stages"); stages && stages->is_array()) {
+    const Json::Array& a = stages->as_array();
+    for (size_t s = 0; s < a.size() && s < allreduce.size(); ++s) {
+      std::string planned = a[s].StringOr("allreduce_link", "");
+      if (!planned.empty() && planned != allreduce[s]) {
+        differences.push_back("stage " + std::to_string(s) + " all-reduce: placed " + allreduce[s] +
+                              ", planned " + planned);
+      }
+    }
+  }
+
+  Json placed = Json::MakeObject();
+  placed.Set("group_size", GroupOf(plan));
+  placed.Set("aligned", placement.aligned);
+  if (!placement.note.empty()) placed.Set("note", placement.note);
+  Json cj = Json::MakeArray();
+  for (const std::string& l : cuts) cj.Push(l);
+  placed.Set("cut_links", cj);
+  Json aj = Json::MakeArray();
+  for (const std::string& l : allreduce) aj.Push(l);
+  placed.Set("allreduce_links", aj);
+  placed.Set("matches_plan", differences.empty());
+  Json dj = Json::MakeArray();
+  for (const std::string& d : differences) dj.Push(d);
+  placed.Set("differences", dj);
+  json.Set("placed", placed);
+  *plan_json = json.Dump();
+
+  std::string out = "plan traffic as placed: ";
+  out += dp > 1 ? "stage all-reduces over " + CountByClass(allreduce) : "no all-reduce";
+  out += cuts.empty() ? "; no pipeline cuts" : "; pipeline cuts over " + CountByClass(cuts);
+  if (differences.empty()) {
+    out += "; as planned";
+  } else {
+    out += "; differs from the plan: ";
+    for (size_t i = 0; i < differences.size() && i < 3; ++i) {
+      out += (i ? ", " : "") + differences[i];
+    }
+    if (differences.size() > 3) out += " and " + std::to_string(differences.size() - 3) + " more";
+  }
+  return out;
+}
+
 Result<PlanOutcome> PartitionJobPlanner::Plan(const PlanRequest& request,
                                               const std::vector<const Node*>& nodes,
                                               int max_ranks) {

@@ -8,12 +8,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 
 #include "base/env.h"
 #include "base/logging.h"
+#include "scheduler/launch_backends.h"
 #include "scheduler/node_agent.h"
 #include "scheduler/partition_job_planner.h"
 #include "scheduler/scheduler_client.h"
@@ -36,6 +38,13 @@ WEFT_ENV_KNOB(kSchedHeartbeatMs, "WEFT_SCHED_HEARTBEAT_MS", "1000",
               "heartbeat interval the scheduler asks its agents for");
 WEFT_ENV_KNOB(kSchedMaxMessage, "WEFT_SCHED_MAX_MESSAGE_BYTES", "4M",
               "largest request the scheduler accepts (RESOURCE_EXHAUSTED above)");
+WEFT_ENV_KNOB(kSchedMpirun, "WEFT_SCHED_MPIRUN", "mpirun",
+              "mpirun the scheduler runs for --launcher mpirun jobs (weft scheduler --mpirun)");
+WEFT_ENV_KNOB(kSchedMpirunArgs, "WEFT_SCHED_MPIRUN_ARGS",
+              "--mca pml ob1 --mca btl tcp,vader,self --bind-to none",
+              "mpirun options the scheduler adds for mpirun jobs (weft scheduler --mpirun-args)");
+WEFT_ENV_KNOB(kSchedKubectl, "WEFT_SCHED_KUBECTL", "",
+              "kubectl that applies --launcher kubernetes jobs; empty: render manifests only");
 
 namespace {
 
@@ -53,7 +62,8 @@ struct Args {
 
 // Flags that take no value.
 bool IsSwitch(const std::string& name) {
-  return name == "--json" || name == "--wait" || name == "--quiet" || name == "--dry-run";
+  return name == "--json" || name == "--wait" || name == "--quiet" || name == "--dry-run" ||
+         name == "--manifest";
 }
 
 Args Parse(const std::vector<std::string>& in, const std::vector<std::string>& known) {
@@ -211,7 +221,11 @@ void PrintEvent(const v1::JobEvent& e, bool json) {
     std::printf("%-4lld %-10s a%-2d %s\n", static_cast<long long>(e.seq()),
                 StateName(e.state()).c_str(), e.attempt(), e.message().c_str());
     if (!e.log_tail().empty() && e.exit_code() != 0) {
-      std::printf("     log tail of rank %d:\n", e.rank());
+      if (e.rank() >= 0) {
+        std::printf("     log tail of rank %d:\n", e.rank());
+      } else {
+        std::printf("     log tail:\n");
+      }
       std::istringstream in(e.log_tail());
       std::string line;
       while (std::getline(in, line)) std::printf("     | %s\n", line.c_str());
@@ -226,7 +240,9 @@ int SchedulerCmd(const std::vector<std::string>& argv) {
   const std::string cmd = "scheduler";
   Args a =
       Parse(argv, {"--listen", "--db", "--token", "--token-file", "--metrics-listen", "--port-file",
-                   "--node-timeout-ms", "--heartbeat-ms", "--max-message-bytes", "--db-sync"});
+                   "--node-timeout-ms", "--heartbeat-ms", "--max-message-bytes", "--db-sync",
+                   "--state-dir", "--mpirun", "--mpirun-args", "--kubectl", "--k8s-namespace",
+                   "--k8s-image", "--k8s-kind", "--k8s-poll-ms", "--kubectl-timeout-ms"});
   if (!a.error.empty()) return UsageError(cmd, a.error);
   if (!a.positional.empty()) return UsageError(cmd, "unexpected '" + a.positional[0] + "'");
   auto token = Token(a);
@@ -248,6 +264,33 @@ int SchedulerCmd(const std::vector<std::string>& argv) {
   if (sync != "full" && sync != "normal") {
     return UsageError(cmd, "--db-sync: '" + sync + "' is not full or normal");
   }
+  // Launch backends: hostfiles, mpirun output and manifests go next to the database.
+  std::string db = Opt(a, "--db", kSchedDb.Get());
+  LaunchOptions lo;
+  {
+    std::string parent = std::filesystem::path(db).parent_path().string();
+    lo.state_dir = Opt(a, "--state-dir", parent.empty() ? "." : parent);
+    lo.mpirun = Opt(a, "--mpirun", kSchedMpirun.Get());
+    std::istringstream words(Opt(a, "--mpirun-args", kSchedMpirunArgs.Get()));
+    lo.mpirun_args.clear();
+    for (std::string w; words >> w;) lo.mpirun_args.push_back(w);
+    lo.kubectl = Opt(a, "--kubectl", kSchedKubectl.Get());
+    lo.k8s_namespace = Opt(a, "--k8s-namespace", lo.k8s_namespace);
+    lo.k8s_image = Opt(a, "--k8s-image", lo.k8s_image);
+    if (Has(a, "--k8s-kind") && !ParseK8sKind(Opt(a, "--k8s-kind"), &lo.k8s_kind)) {
+      return UsageError(cmd,
+                        "--k8s-kind: '" + Opt(a, "--k8s-kind") + "' is not indexed-job or mpijob");
+    }
+    int64_t poll, kt;
+    if (!IntOpt(a, "--k8s-poll-ms", lo.k8s_poll_ms, 10, 86400000, &poll, &err) ||
+        !IntOpt(a, "--kubectl-timeout-ms", lo.kubectl_timeout_ms, 100, 86400000, &kt, &err)) {
+      return UsageError(cmd, err);
+    }
+    lo.k8s_poll_ms = static_cast<int>(poll);
+    lo.kubectl_timeout_ms = static_cast<int>(kt);
+    Status v = ValidateLaunchOptions(lo);
+    if (!v.ok()) return UsageError(cmd, v.message());
+  }
   // Block the stop signals before any thread starts so only sigwait below sees them.
   sigset_t set;
   sigemptyset(&set);
@@ -255,7 +298,6 @@ int SchedulerCmd(const std::vector<std::string>& argv) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  std::string db = Opt(a, "--db", kSchedDb.Get());
   auto store = StateStore::Open(db, sync == "full");
   if (!store.ok()) return Fail(cmd, store.status());
   CoreOptions co;
@@ -267,12 +309,15 @@ int SchedulerCmd(const std::vector<std::string>& argv) {
   co.planner = &planner;
   auto core = SchedulerCore::Open(co, std::move(store).value());
   if (!core.ok()) return Fail(cmd, core.status());
+  auto launcher = LaunchBackends::Start(**core, lo);
+  if (!launcher.ok()) return Fail(cmd, launcher.status());
   ServiceOptions so;
   so.listen = Opt(a, "--listen", "127.0.0.1:7070");
   so.token = *token;
   so.max_message_bytes = static_cast<int>(std::min<int64_t>(max_msg, 1 << 30));
   so.metrics_listen = Opt(a, "--metrics-listen");
   so.tick_ms = static_cast<int>(std::clamp<int64_t>(timeout_ms / 5, 10, 1000));
+  so.launch = &(*launcher)->options();
   auto server = SchedulerServer::Start(**core, so);
   if (!server.ok()) return Fail(cmd, server.status());
   std::fprintf(stderr, "weft scheduler: serving gRPC on port %d (metrics on %d), state in %s\n",
@@ -291,6 +336,7 @@ int SchedulerCmd(const std::vector<std::string>& argv) {
   sigwait(&set, &sig);
   std::fprintf(stderr, "weft scheduler: %s, shutting down\n", strsignal(sig));
   (*server)->Shutdown();
+  (*launcher)->Shutdown();  // stops the mpiruns it started; restarts fail those jobs over
   return 0;
 }
 
@@ -334,9 +380,9 @@ int AgentCmd(const std::vector<std::string>& argv) {
 
 int SubmitCmd(const std::vector<std::string>& argv) {
   const std::string cmd = "submit";
-  Args a = Parse(
-      argv, With({"-n", "--ranks", "--name", "--priority", "--retries", "--ranks-per-node",
-                  "--memory-per-rank", "--env", "--wait", "--dry-run", "--model", "--max-ranks"}));
+  Args a = Parse(argv, With({"-n", "--ranks", "--name", "--priority", "--retries",
+                             "--ranks-per-node", "--memory-per-rank", "--env", "--wait",
+                             "--dry-run", "--model", "--max-ranks", "--launcher"}));
   if (!a.error.empty()) return UsageError(cmd, a.error);
   if (a.rest.empty()) return UsageError(cmd, "give the program after --: weft submit -n 4 -- PROG");
   v1::JobSpec spec;
@@ -375,6 +421,14 @@ int SubmitCmd(const std::vector<std::string>& argv) {
   }
   spec.set_priority(static_cast<int>(prio));
   spec.mutable_retry()->set_max_retries(static_cast<int>(retries));
+  if (Has(a, "--launcher")) {
+    Launcher l;
+    if (!ParseLauncher(Opt(a, "--launcher"), &l)) {
+      return UsageError(
+          cmd, "--launcher: '" + Opt(a, "--launcher") + "' is not agents, mpirun or kubernetes");
+    }
+    spec.set_launcher(static_cast<v1::Launcher>(static_cast<int>(l)));
+  }
   auto c = MakeClient(a);
   if (!c.ok()) return UsageError(cmd, c.status().message());
   if (Has(a, "--dry-run")) {
@@ -393,6 +447,7 @@ int SubmitCmd(const std::vector<std::string>& argv) {
       std::printf("  rank %-5d node %-24s local rank %d\n", p.rank(), p.node_id().c_str(),
                   p.local_rank());
     }
+    if (!r->launch_preview().empty()) std::printf("\n%s", r->launch_preview().c_str());
     return 0;
   }
   v1::SubmitJobRequest req;
@@ -460,17 +515,31 @@ int JobsCmd(const std::vector<std::string>& argv) {
 
 int JobCmd(const std::vector<std::string>& argv) {
   const std::string cmd = "job";
-  Args a = Parse(argv, With({}));
+  Args a = Parse(argv, With({"--manifest"}));
   if (!a.error.empty()) return UsageError(cmd, a.error);
   if (a.positional.size() != 1) return UsageError(cmd, "give one job id: weft job ID");
   auto c = MakeClient(a);
   if (!c.ok()) return UsageError(cmd, c.status().message());
   v1::GetJobRequest req;
   req.set_job_id(a.positional[0]);
+  req.set_launch_preview(Has(a, "--manifest"));
   auto r = c->client->GetJob(req, c->deadline());
   if (!r.ok()) return Fail(cmd, r.status());
   if (c->json) {
     std::printf("%s", Json(*r).c_str());
+    return 0;
+  }
+  if (Has(a, "--manifest")) {
+    // What the scheduler runs for the job: the Kubernetes manifest, or mpirun's hostfile and
+    // command line (secrets redacted).
+    if (r->launch_preview().empty()) {
+      return Fail(
+          cmd, FailedPreconditionError("job " + r->job().id() + " has nothing to show: launcher " +
+                                       std::string(LauncherName(static_cast<Launcher>(
+                                           static_cast<int>(r->job().spec().launcher())))) +
+                                       ", state " + StateName(r->job().state())));
+    }
+    std::printf("%s", r->launch_preview().c_str());
     return 0;
   }
   const v1::Job& j = r->job();
@@ -478,9 +547,11 @@ int JobCmd(const std::vector<std::string>& argv) {
   for (const auto& s : j.spec().argv()) argv_text += (argv_text.empty() ? "" : " ") + s;
   std::printf(
       "id:        %s\nname:      %s\nstate:     %s\nreason:    %s\nattempt:   %d of %d\n"
-      "ranks:     %d\npriority:  %d\nprogram:   %s\nsubmitted: %s ago\n",
+      "ranks:     %d\npriority:  %d\nlauncher:  %s\nprogram:   %s\nsubmitted: %s ago\n",
       j.id().c_str(), j.spec().name().c_str(), StateName(j.state()).c_str(), j.reason().c_str(),
       j.attempt() + 1, j.spec().retry().max_retries() + 1, WorldSize(j), j.spec().priority(),
+      std::string(LauncherName(static_cast<Launcher>(static_cast<int>(j.spec().launcher()))))
+          .c_str(),
       argv_text.c_str(), Age(j.submit_time_ms()).c_str());
   if (!j.store_url().empty()) std::printf("store:     %s\n", j.store_url().c_str());
   if (j.ranks_size() > 0) {
@@ -569,14 +640,17 @@ void PrintSchedulerUsage(FILE* out) {
   std::fprintf(
       out,
       "  scheduler [--listen H:P] [--db FILE] --token T [--metrics-listen H:P] [--port-file F]\n"
+      "            [--state-dir D] [--mpirun PATH] [--mpirun-args \"ARGS\"] [--kubectl PATH]\n"
+      "            [--k8s-namespace NS] [--k8s-image IMG] [--k8s-kind indexed-job|mpijob]\n"
       "                                             serve the cluster scheduler (gRPC)\n"
       "  agent --scheduler H:P --token T [--node-id ID] [--switch S] [--slots N] [--memory B]\n"
       "                                             run a node agent\n"
       "  submit -n N|--model FILE [--max-ranks N] [--priority P] [--retries R] [--wait]\n"
-      "         [--dry-run] -- PROGRAM ARGS\n"
+      "         [--launcher agents|mpirun|kubernetes] [--dry-run] -- PROGRAM ARGS\n"
       "                                             submit a job to the scheduler\n"
       "  jobs [--state S] [--json]                  list jobs\n"
-      "  job ID [--json]                            show one job with its events\n"
+      "  job ID [--json] [--manifest]               show one job with its events (--manifest:\n"
+      "                                             its mpirun command or Kubernetes manifest)\n"
       "  cancel ID                                  cancel a job\n"
       "  watch ID [--json]                          stream a job's events until it ends\n"
       "  nodes [--json]                             the scheduler's nodes\n"

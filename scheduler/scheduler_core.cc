@@ -68,6 +68,26 @@ std::string DescribePlacement(const std::vector<RankPlacement>& ranks) {
   return out;
 }
 
+// The rank groups the job's plan wants kept whole on one host (1 without a plan).
+int PlanGroup(const JobPlanner* planner, const Job& job) {
+  return planner && !job.plan_json.empty() ? planner->PlacementGroup(job.plan_json) : 1;
+}
+
+// Records in *plan_json the links the placed plan's traffic crosses; returns the remarks for the
+// job's events: the placement's note (groups not kept whole) and the planner's summary.
+std::string RecordPlacement(const JobPlanner* planner,
+                            const std::map<std::string, std::unique_ptr<Node>>& nodes,
+                            const GangPlacement& placement, std::string* plan_json) {
+  std::string out = placement.note;
+  if (!planner || plan_json->empty()) return out;
+  std::vector<const Node*> rank_nodes;
+  rank_nodes.reserve(placement.ranks.size());
+  for (const RankPlacement& p : placement.ranks) rank_nodes.push_back(nodes.at(p.node_id).get());
+  std::string links = planner->RecordPlacement(placement, rank_nodes, plan_json);
+  if (!links.empty()) out += (out.empty() ? "" : "; ") + links;
+  return out;
+}
+
 std::vector<double> QueueWaitBuckets() {
   return {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
 }
@@ -185,6 +205,7 @@ void SchedulerCore::SetStateLocked(Job& job, JobState state, std::string reason,
   job.state = state;
   job.reason = std::move(reason);
   if (IsTerminal(state)) job.end_time_ms = options_.now_ms();
+  if (job.spec.launcher != Launcher::kAgents) launch_generation_++;
   JobEvent ev;
   ev.kind = EventKind::kStateChange;
   ev.message = job.reason;
@@ -205,13 +226,22 @@ void SchedulerCore::ReleaseLocked(Job& job) {
   }
 }
 
-void SchedulerCore::FailAttemptLocked(Job& job, const std::string& why, WriteBatch& batch) {
+void SchedulerCore::FailAttemptLocked(Job& job, const std::string& why, WriteBatch& batch,
+                                      bool charge) {
   ReleaseLocked(job);
   const int attempts = job.spec.retry.max_retries + 1;
-  if (job.attempt + 1 < attempts) {
-    retries_total_++;
-    std::string reason = "attempt " + std::to_string(job.attempt + 1) + " of " +
-                         std::to_string(attempts) + " failed: " + why + "; retrying";
+  const int charged = job.attempt - job.uncharged_attempts;  // attempts that used the policy
+  if (!charge || charged + 1 < attempts) {
+    std::string reason;
+    if (charge) {
+      retries_total_++;
+      reason = "attempt " + std::to_string(charged + 1) + " of " + std::to_string(attempts) +
+               " failed: " + why + "; retrying";
+    } else {
+      job.uncharged_attempts++;
+      reason = why + " before this attempt's ranks started there; placing the job again (not "
+               "counted as a retry)";
+    }
     job.placement.clear();
     job.ranks.clear();
     job.store_url.clear();
@@ -222,7 +252,7 @@ void SchedulerCore::FailAttemptLocked(Job& job, const std::string& why, WriteBat
     queue_.emplace(-job.spec.priority, job.seq);
   } else {
     SetStateLocked(job, JobState::kFailed,
-                   attempts > 1 ? why + " (attempt " + std::to_string(job.attempt + 1) + " of " +
+                   attempts > 1 ? why + " (attempt " + std::to_string(charged + 1) + " of " +
                                       std::to_string(attempts) + ", no retries left)"
                                 : why,
                    batch);
@@ -300,12 +330,14 @@ void SchedulerCore::PlaceLocked(Job& job, const GangPlacement& placement, WriteB
   job.start_time_ms = options_.now_ms();
   queue_wait_seconds_.Observe(std::max<int64_t>(0, job.start_time_ms - job.queued_time_ms) /
                               1000.0);
+  std::string remarks = RecordPlacement(options_.planner, nodes_, placement, &job.plan_json);
+  if (!remarks.empty()) remarks = "; " + remarks;
   SetStateLocked(job, JobState::kScheduled,
                  "placed " + std::to_string(job.world_size) + " ranks on " +
                      std::to_string(placement.nodes_used) + " nodes, " +
                      std::to_string(placement.hosts_used) + " hosts, " +
                      std::to_string(placement.switches_used) + " switches (" +
-                     DescribePlacement(job.placement) + ")",
+                     DescribePlacement(job.placement) + ")" + remarks,
                  batch);
 }
 
@@ -322,7 +354,8 @@ void SchedulerCore::ScheduleLocked(WriteBatch& batch) {
   while (it != queue_.end() && free_total > 0 && static_cast<int>(reserved.size()) < ready) {
     Job& job = *jobs_by_seq_.at(it->second);
     ++it;  // PlaceLocked erases the current entry
-    GangRequest req{job.world_size, job.spec.resources.ranks_per_node};
+    GangRequest req{job.world_size, job.spec.resources.ranks_per_node,
+                    PlanGroup(options_.planner, job)};
     GangPlacement placement;
     std::string why;
     auto t0 = std::chrono::steady_clock::now();
@@ -493,14 +526,16 @@ Result<DryRun> SchedulerCore::Plan(const JobSpec& spec) {
   out.plan_json = job.plan_json;
   out.note = plan_note;
   auto t0 = std::chrono::steady_clock::now();
-  GangRequest req{job.world_size, spec.resources.ranks_per_node};
+  GangRequest req{job.world_size, spec.resources.ranks_per_node, PlanGroup(options_.planner, job)};
   std::string why;
-  if (!PlaceGang(req, CandidatesLocked(job, {}, false), &out.placement, &why)) {
-    out.note = (out.note.empty() ? "" : out.note + "; ") + "does not fit now: " + why;
-  }
+  const bool placed = PlaceGang(req, CandidatesLocked(job, {}, false), &out.placement, &why);
   out.placement_time_us =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
           .count();
+  std::string remarks =
+      placed ? RecordPlacement(options_.planner, nodes_, out.placement, &out.plan_json)
+             : "does not fit now: " + why;
+  if (!remarks.empty()) out.note = (out.note.empty() ? "" : out.note + "; ") + remarks;
   return out;
 }
 
@@ -554,6 +589,7 @@ std::vector<Assignment> SchedulerCore::AssignmentsLocked(const std::string& node
   if (a == active_on_node_.end()) return out;
   for (const std::string& id : a->second) {
     const Job& job = *jobs_.at(id);
+    if (job.spec.launcher != Launcher::kAgents) continue;  // a launch backend starts it
     Assignment as;
     as.job_id = job.id;
     as.attempt = job.attempt;
@@ -690,12 +726,120 @@ void SchedulerCore::Tick() {
     WEFT_LOG(WARN) << "node " << id << " lost: " << n->reason;
     std::set<std::string> active = active_on_node_[id];
     for (const std::string& job_id : active) {
-      FailAttemptLocked(*jobs_.at(job_id), "node " + id + " lost (" + n->reason + ")", batch);
+      Job& job = *jobs_.at(job_id);
+      // An attempt placed on a node that died before any of its ranks started there (the node
+      // still looked ready when a previous attempt's failure placed this one) is not the job's
+      // fault: it does not use up a retry. Agent jobs only (the others report no rank starts),
+      // and a few times at most, so a flapping node cannot keep a job alive forever.
+      bool started_here = false;
+      for (const RankStatus& rs : job.ranks) {
+        started_here = started_here || (rs.node_id == id && rs.state != RankRunState::kAssigned);
+      }
+      const bool charge =
+          started_here || job.spec.launcher != Launcher::kAgents || job.uncharged_attempts >= 3;
+      FailAttemptLocked(job, "node " + id + " lost (" + n->reason + ")", batch, charge);
     }
   }
   if (batch.empty()) return;
   ScheduleLocked(batch);
   CommitLocked(batch).IgnoreError();  // recorded in store_failure_
+}
+
+bool SchedulerCore::WaitLaunchTargets(int64_t* generation, Deadline deadline,
+                                      std::vector<LaunchTarget>* out) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (launch_generation_ == *generation) {
+    if (shutdown_ || !store_failure_.ok() || deadline.Expired()) return false;
+    if (deadline.infinite()) {
+      events_cv_.wait(lock);
+    } else {
+      events_cv_.wait_until(lock, deadline.when());
+    }
+  }
+  *generation = launch_generation_;
+  out->clear();
+  for (const auto& [seq, job] : jobs_by_seq_) {
+    if (job->spec.launcher == Launcher::kAgents ||
+        (job->state != JobState::kScheduled && job->state != JobState::kRunning)) {
+      continue;
+    }
+    LaunchTarget t;
+    t.job = *job;
+    std::set<std::string> seen;
+    for (const RankPlacement& p : job->placement) {
+      if (!seen.insert(p.node_id).second) continue;
+      auto it = nodes_.find(p.node_id);
+      if (it != nodes_.end()) t.nodes.push_back(*it->second);
+    }
+    out->push_back(std::move(t));
+  }
+  return true;
+}
+
+Status SchedulerCore::ReportLaunch(const LaunchReport& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  WEFT_RETURN_IF_ERROR(CheckUsableLocked());
+  auto it = jobs_.find(r.job_id);
+  if (it == jobs_.end()) return NotFoundError("job_id: no job '" + r.job_id + "'");
+  Job& job = *it->second;
+  if (job.spec.launcher == Launcher::kAgents || job.attempt != r.attempt ||
+      (job.state != JobState::kScheduled && job.state != JobState::kRunning)) {
+    return FailedPreconditionError("job " + r.job_id + " attempt " + std::to_string(r.attempt) +
+                                   " is not current (" + std::string(JobStateName(job.state)) +
+                                   ", attempt " + std::to_string(job.attempt) + ")");
+  }
+  WriteBatch batch;
+  JobEvent ev;
+  ev.kind = EventKind::kRankEvent;
+  ev.rank = r.rank;
+  ev.message = r.message;
+  ev.exit_code = r.exit_code;
+  ev.log_tail = r.log_tail;
+  if (r.rank >= 0 && r.rank < static_cast<int>(job.placement.size())) {
+    ev.node_id = job.placement[r.rank].node_id;
+  }
+  switch (r.kind) {
+    case LaunchReport::Kind::kNote:
+      job.reason = r.message;
+      AddEventLocked(job, std::move(ev), batch);
+      break;
+    case LaunchReport::Kind::kStarted:
+      for (RankStatus& rs : job.ranks) rs.state = RankRunState::kRunning;
+      if (job.state == JobState::kScheduled) {
+        SetStateLocked(job, JobState::kRunning, r.message, batch);
+      } else {
+        job.reason = r.message;
+        AddEventLocked(job, std::move(ev), batch);
+      }
+      break;
+    case LaunchReport::Kind::kExited:
+      if (r.exit_code == 0) {
+        for (RankStatus& rs : job.ranks) {
+          rs.state = RankRunState::kExited;
+          rs.exit_code = 0;
+        }
+        ReleaseLocked(job);
+        SetStateLocked(job, JobState::kSucceeded, r.message, batch);
+        break;
+      }
+      // The launcher knows at best which rank failed first (the others were stopped by it);
+      // when it does not, every rank carries the launcher's exit code.
+      for (RankStatus& rs : job.ranks) {
+        if (r.rank >= 0 && rs.rank != r.rank) continue;
+        rs.state = RankRunState::kExited;
+        rs.exit_code = r.exit_code;
+        if (rs.rank == r.rank) rs.log_tail = r.log_tail;
+      }
+      AddEventLocked(job, std::move(ev), batch);
+      FailAttemptLocked(job, r.message, batch);
+      break;
+    case LaunchReport::Kind::kFailed:
+      AddEventLocked(job, ev, batch);
+      FailAttemptLocked(job, r.message, batch);
+      break;
+  }
+  ScheduleLocked(batch);
+  return CommitLocked(batch);
 }
 
 ClusterView SchedulerCore::Cluster() {

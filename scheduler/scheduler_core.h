@@ -3,7 +3,8 @@
 // scheduler_service.h is a thin adapter over it). Every state change is committed to the
 // StateStore before the call that made it returns, so an acknowledged change survives a crash.
 //
-// States: PENDING -> SCHEDULED (placed; agents told) -> RUNNING (every rank started) ->
+// States: PENDING -> SCHEDULED (placed; agents told, or for launcher mpirun/kubernetes the launch
+// backend, see WaitLaunchTargets) -> RUNNING (every rank started, or the launcher started) ->
 // SUCCEEDED (every rank exited 0) | FAILED (a rank failed or a node was lost, retries spent) |
 // CANCELLED. A failed attempt with retries left goes back to PENDING with attempt + 1 and the
 // reason recorded. Queue: priority (higher first), FIFO within a priority; a job that cannot be
@@ -60,6 +61,30 @@ struct DryRun {
   int64_t placement_time_us = 0;
 };
 
+// A job a launch backend (scheduler/launch_backends.h) starts: launcher mpirun or kubernetes,
+// state SCHEDULED or RUNNING.
+struct LaunchTarget {
+  Job job;                  // a copy, as of the snapshot
+  std::vector<Node> nodes;  // the nodes of job.placement, in the order of their first rank
+};
+
+// What a launch backend reports about one attempt of a job.
+struct LaunchReport {
+  enum class Kind {
+    kNote,     // an event; the job's reason becomes `message`; the state stays
+    kStarted,  // the launcher runs (mpirun started, manifest applied): SCHEDULED -> RUNNING
+    kExited,   // exit_code 0: SUCCEEDED; else the attempt failed (retried per policy)
+    kFailed,   // the launch failed (kubectl error, mpirun lost): the attempt failed
+  };
+  std::string job_id;
+  int attempt = 0;
+  Kind kind = Kind::kNote;
+  std::string message;  // the event's text; the reason for kNote, kStarted and kFailed
+  int exit_code = 0;    // kExited
+  int rank = -1;        // the rank the message is about, when known
+  std::string log_tail;
+};
+
 struct ClusterView {
   std::vector<Node> nodes;
   int pending_jobs = 0;
@@ -99,6 +124,16 @@ class SchedulerCore {
                                             const std::vector<StoreReport>& stores);
   // Marks silent nodes LOST and fails their jobs over. Call periodically.
   void Tick();
+
+  // For launch backends. Jobs whose launcher is not agents are placed like any other but never
+  // assigned to agents; a backend polls this, starts what is SCHEDULED, stops what is no longer
+  // listed (cancelled, failed over) and reports back. Returns true with every such SCHEDULED or
+  // RUNNING job in `*out` when the set may have changed since `*generation` (updated); false when
+  // the deadline passed or the core shut down first.
+  bool WaitLaunchTargets(int64_t* generation, Deadline deadline, std::vector<LaunchTarget>* out);
+  // Applies a backend's report. FailedPrecondition when the attempt is no longer current (the
+  // job moved on: the backend should stop what it runs for it); NotFound for an unknown job.
+  Status ReportLaunch(const LaunchReport& report);
   ClusterView Cluster();
   // Prometheus exposition of jobs by state, nodes by state, queue-wait and placement histograms.
   std::string MetricsText();
@@ -116,7 +151,9 @@ class SchedulerCore {
   void AddEventLocked(Job& job, JobEvent ev, WriteBatch& batch);
   void SetStateLocked(Job& job, JobState state, std::string reason, WriteBatch& batch);
   void ReleaseLocked(Job& job);
-  void FailAttemptLocked(Job& job, const std::string& why, WriteBatch& batch);
+  // Ends the current attempt: back to PENDING when retries are left (or `charge` is false: the
+  // attempt never got going through no fault of the job), else FAILED.
+  void FailAttemptLocked(Job& job, const std::string& why, WriteBatch& batch, bool charge = true);
   void ScheduleLocked(WriteBatch& batch);
   void PlaceLocked(Job& job, const GangPlacement& placement, WriteBatch& batch);
   std::vector<NodeSlot> CandidatesLocked(const Job& job, const std::set<std::string>& exclude,
@@ -149,6 +186,8 @@ class SchedulerCore {
   uint64_t submitted_total_ = 0;
   uint64_t retries_total_ = 0;
   uint64_t nodes_lost_total_ = 0;
+  // Bumped whenever a job with a launch backend changes state (WaitLaunchTargets).
+  int64_t launch_generation_ = 1;
 };
 
 }  // namespace weft::scheduler

@@ -55,6 +55,8 @@ JobSpec FromProto(const v1::JobSpec& p) {
   }
   s.priority = p.priority();
   s.retry.max_retries = p.retry().max_retries();
+  // Unknown numbers pass through so ValidateJobSpec names them ("spec.launcher: 7 ...").
+  s.launcher = static_cast<Launcher>(static_cast<int>(p.launcher()));
   return s;
 }
 
@@ -76,6 +78,7 @@ void ToProto(const JobSpec& s, v1::JobSpec* p) {
   }
   p->set_priority(s.priority);
   p->mutable_retry()->set_max_retries(s.retry.max_retries);
+  p->set_launcher(static_cast<v1::Launcher>(static_cast<int>(s.launcher)));
 }
 
 void ToProto(const RankPlacement& r, v1::RankPlacement* p) {
@@ -156,8 +159,9 @@ Result<HostPort> ParseListen(const std::string& text, const char* what) {
 
 class SchedulerServiceImpl final : public v1::Scheduler::Service {
  public:
-  SchedulerServiceImpl(SchedulerCore& core, std::string token, std::atomic<bool>& stop)
-      : core_(core), token_(std::move(token)), stop_(stop) {}
+  SchedulerServiceImpl(SchedulerCore& core, std::string token, std::atomic<bool>& stop,
+                       const LaunchOptions* launch)
+      : core_(core), token_(std::move(token)), stop_(stop), launch_(launch) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                          v1::SubmitJobResponse* resp) override {
@@ -177,6 +181,7 @@ class SchedulerServiceImpl final : public v1::Scheduler::Service {
     if (!job.ok()) return ToGrpc(job.status());
     ToProto(*job, resp->mutable_job());
     for (const auto& e : events) ToProto(e, resp->add_events());
+    if (req->launch_preview()) resp->set_launch_preview(Preview(*job));
     return grpc::Status::OK;
   }
 
@@ -254,6 +259,13 @@ class SchedulerServiceImpl final : public v1::Scheduler::Service {
     resp->set_plan_json(plan->plan_json);
     resp->set_note(plan->note);
     resp->set_placement_time_us(plan->placement_time_us);
+    if (!plan->placement.ranks.empty()) {
+      Job job;
+      job.spec = FromProto(req->spec());
+      job.world_size = plan->world_size;
+      job.placement = plan->placement.ranks;
+      resp->set_launch_preview(Preview(job));
+    }
     return grpc::Status::OK;
   }
 
@@ -318,6 +330,15 @@ class SchedulerServiceImpl final : public v1::Scheduler::Service {
   }
 
  private:
+  // The launch preview of an mpirun or Kubernetes job ("" for agents jobs, jobs not placed, or
+  // without launch options); a rendering error becomes the preview's text.
+  std::string Preview(const Job& job) {
+    if (!launch_ || job.spec.launcher == Launcher::kAgents || job.placement.empty()) return "";
+    ClusterView v = core_.Cluster();
+    auto p = LaunchPreview(*launch_, job, v.nodes);
+    return p.ok() ? *p : "# no preview: " + p.status().message() + "\n";
+  }
+
   static grpc::Status Bad(std::string msg) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(msg));
   }
@@ -341,6 +362,7 @@ class SchedulerServiceImpl final : public v1::Scheduler::Service {
   SchedulerCore& core_;
   std::string token_;
   std::atomic<bool>& stop_;
+  const LaunchOptions* launch_;
 };
 
 Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(SchedulerCore& core,
@@ -354,7 +376,8 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(SchedulerCore& c
   }
   WEFT_ASSIGN_OR_RETURN(HostPort listen, ParseListen(options.listen, "listen"));
   std::unique_ptr<SchedulerServer> s(new SchedulerServer(core));
-  s->service_ = std::make_unique<SchedulerServiceImpl>(core, options.token, s->stop_);
+  s->service_ =
+      std::make_unique<SchedulerServiceImpl>(core, options.token, s->stop_, options.launch);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/status.h"
+#include "scheduler/launch_backends.h"
 #include "scheduler/scheduler_core.h"
 
 namespace grpc {
@@ -29,6 +30,9 @@ struct ServiceOptions {
   int max_message_bytes = 4 << 20;     // larger requests fail with RESOURCE_EXHAUSTED
   std::string metrics_listen;          // host:port for GET /metrics; empty: no HTTP server
   int tick_ms = 200;                   // how often silent nodes are checked
+  // Borrowed (must outlive the server): how mpirun and Kubernetes jobs are launched, for the
+  // launch previews of PlanJob and GetJob. Null: no previews.
+  const LaunchOptions* launch = nullptr;
 };
 
 // Owns the gRPC server, its service, the metrics HTTP server and the thread that calls

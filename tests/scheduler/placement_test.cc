@@ -1,5 +1,6 @@
-// Gang placement: all or nothing, packing by link class, rank order following the topology, and
-// the 1,024-rank / 256-node placement time.
+// Gang placement: all or nothing, packing by link class, rank order following the topology, rank
+// groups (a plan's stage replicas or pipelines) kept whole on one host or else one switch, the
+// fallback when they cannot be, and the 1,024-rank / 256-node placement time.
 #include "scheduler/placement.h"
 
 #include <gtest/gtest.h>
@@ -39,6 +40,29 @@ std::map<std::string, int> PerNode(const GangPlacement& p) {
   std::map<std::string, int> m;
   for (const auto& r : p.ranks) m[r.node_id]++;
   return m;
+}
+
+// The node of each rank, rank order.
+std::vector<std::string> ByRank(const GangPlacement& p) {
+  std::vector<std::string> v;
+  for (size_t r = 0; r < p.ranks.size(); ++r) {
+    EXPECT_EQ(p.ranks[r].rank, static_cast<int>(r));
+    v.push_back(p.ranks[r].node_id);
+  }
+  return v;
+}
+
+// For each run of `group` consecutive ranks, the set of `key`s (host or switch) it lands on.
+std::vector<std::set<std::string>> GroupSpans(const Cluster& c, const GangPlacement& p, int group,
+                                              bool by_switch) {
+  std::map<std::string, const Node*> node;
+  for (const auto& n : c.nodes) node[n->node_id] = n.get();
+  std::vector<std::set<std::string>> spans(p.ranks.size() / group);
+  for (const auto& r : p.ranks) {
+    const Node* n = node.at(r.node_id);
+    spans[r.rank / group].insert(by_switch ? n->switch_id : n->host_id);
+  }
+  return spans;
 }
 
 TEST(PlacementTest, AllOrNothing) {
@@ -137,6 +161,122 @@ TEST(PlacementTest, MemoryLimitsRanksPerNode) {
   EXPECT_EQ(RanksThatFit(3, 100, 1), 3);
 }
 
+// The case: dp_inner with 2 replicas per stage on hosts with 3, 3, 2 and 2 free slots.
+// Packing ranks contiguously would put ranks 2 and 3 (one stage's replicas) on two hosts; counted
+// in whole groups, every host takes one stage.
+TEST(PlacementTest, GroupsStayWholeOnOneHost) {
+  Cluster c;
+  c.Add("a", "s", 3);
+  c.Add("b", "s", 3);
+  c.Add("c", "s", 2);
+  c.Add("d", "s", 2);
+  GangPlacement p;
+  std::string why;
+  ASSERT_TRUE(PlaceGang({8, 0, 2}, c.Free(), &p, &why)) << why;
+  EXPECT_TRUE(p.aligned) << p.note;
+  EXPECT_EQ(ByRank(p), (std::vector<std::string>{"a", "a", "b", "b", "c", "c", "d", "d"}));
+  for (const auto& span : GroupSpans(c, p, 2, false)) EXPECT_EQ(span.size(), 1u);
+  EXPECT_EQ(p.hosts_used, 4);
+  // Whole groups also across the nodes of one host: two 1-slot nodes of hostA hold one group.
+  Cluster m;
+  m.Add("m1", "s", 1, "hostA");
+  m.Add("m2", "s", 3, "hostB");
+  m.Add("m3", "s", 1, "hostA");
+  ASSERT_TRUE(PlaceGang({4, 0, 2}, m.Free(), &p, &why)) << why;
+  EXPECT_TRUE(p.aligned) << p.note;
+  for (const auto& span : GroupSpans(m, p, 2, false)) EXPECT_EQ(span.size(), 1u);
+  EXPECT_EQ(PerNode(p), (std::map<std::string, int>{{"m1", 1}, {"m2", 2}, {"m3", 1}}));
+}
+
+// Without enough whole-group room on single hosts the groups stay within one switch; without
+// that either, the ranks are packed as if ungrouped and the placement says so.
+TEST(PlacementTest, GroupsFallBackToOneSwitchThenToUnaligned) {
+  Cluster c;
+  c.Add("a", "s1", 3);
+  c.Add("b", "s1", 3);
+  GangPlacement p;
+  std::string why;
+  ASSERT_TRUE(PlaceGang({6, 0, 2}, c.Free(), &p, &why)) << why;
+  EXPECT_FALSE(p.aligned);
+  EXPECT_NE(p.note.find("only 2 of 3 groups of 2 ranks fit whole on single hosts"),
+            std::string::npos)
+      << p.note;
+  EXPECT_NE(p.note.find("within one switch"), std::string::npos) << p.note;
+  EXPECT_EQ(p.ranks.size(), 6u);
+
+  Cluster x;
+  x.Add("a", "s1", 3);
+  x.Add("b", "s2", 3);
+  ASSERT_TRUE(PlaceGang({6, 0, 2}, x.Free(), &p, &why)) << why;
+  EXPECT_FALSE(p.aligned);
+  EXPECT_NE(p.note.find("placed without keeping groups whole"), std::string::npos) << p.note;
+  EXPECT_EQ(PerNode(p), (std::map<std::string, int>{{"a", 3}, {"b", 3}}));
+  // All or nothing still: groups never make a gang that fits fail.
+  EXPECT_FALSE(PlaceGang({8, 0, 2}, x.Free(), &p, &why));
+  EXPECT_TRUE(p.ranks.empty());
+}
+
+// A group larger than any host spans consecutive hosts of one switch before the next group
+// starts on another switch: no group's traffic crosses the spine.
+TEST(PlacementTest, GroupLargerThanAHostStaysInOneSwitch) {
+  Cluster c;
+  for (int s = 1; s <= 2; ++s) {
+    for (int h = 1; h <= 3; ++h) {
+      c.Add("s" + std::to_string(s) + "h" + std::to_string(h), "s" + std::to_string(s), 2);
+    }
+  }
+  GangPlacement p;
+  std::string why;
+  ASSERT_TRUE(PlaceGang({8, 0, 4}, c.Free(), &p, &why)) << why;
+  EXPECT_TRUE(p.aligned) << p.note;
+  EXPECT_NE(p.note.find("exceed every host"), std::string::npos) << p.note;
+  for (const auto& span : GroupSpans(c, p, 4, true)) EXPECT_EQ(span.size(), 1u);
+  EXPECT_EQ(ByRank(p), (std::vector<std::string>{"s1h1", "s1h1", "s1h2", "s1h2", "s2h1", "s2h1",
+                                                 "s2h2", "s2h2"}));
+  EXPECT_EQ(p.switches_used, 2);
+  // Groups and ranks_per_node together: groups of 3 on nodes taking exactly 2 ranks each are
+  // placed in runs of 6 ranks (3 whole nodes) within a switch, never a partial node.
+  Cluster r;
+  r.Add("r1", "s", 4, "hostA");
+  r.Add("r2", "s", 4, "hostA");
+  r.Add("r3", "s", 4, "hostB");
+  r.Add("r4", "s", 4, "hostB");
+  ASSERT_TRUE(PlaceGang({6, 2, 3}, r.Free(), &p, &why)) << why;
+  for (auto [node, n] : PerNode(p)) EXPECT_EQ(n, 2) << node;
+  EXPECT_EQ(p.ranks.size(), 6u);
+}
+
+// Ties go to registration order, never the name, and the result is the same every time. Plain
+// packing would split a group here (3 ranks on z, the 4th on y).
+TEST(PlacementTest, GroupedPlacementFollowsRegistrationOrder) {
+  Cluster c;
+  c.Add("z", "s", 3);
+  c.Add("y", "s", 2);
+  c.Add("x", "s", 3);
+  c.Add("w", "s", 2);
+  GangPlacement first, again;
+  std::string why;
+  ASSERT_TRUE(PlaceGang({4, 0, 2}, c.Free(), &first, &why)) << why;
+  EXPECT_EQ(ByRank(first), (std::vector<std::string>{"z", "z", "y", "y"}));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(PlaceGang({4, 0, 2}, c.Free(), &again, &why)) << why;
+    EXPECT_EQ(ByRank(again), ByRank(first));
+  }
+}
+
+TEST(PlacementTest, LinkClassesBetweenNodes) {
+  Cluster c;
+  Node& a = c.Add("a", "s1", 1, "h1");
+  Node& b = c.Add("b", "s1", 1, "h1");
+  Node& d = c.Add("d", "s1", 1, "h2");
+  Node& e = c.Add("e", "s2", 1, "h1");
+  EXPECT_EQ(LinkBetween(a, a), LinkClass::kHost);
+  EXPECT_EQ(LinkBetween(a, b), LinkClass::kHost);
+  EXPECT_EQ(LinkBetween(a, d), LinkClass::kSwitch);
+  EXPECT_EQ(LinkBetween(a, e), LinkClass::kSpine);  // same host id on another switch: not merged
+  EXPECT_STREQ(LinkClassName(LinkClass::kSwitch), "switch");
+}
+
 // 1,024 ranks on a 256-node cluster (8 switches x 32 nodes x 8 slots, partly busy).
 TEST(PlacementTest, LargeGangOnSimulatedClusterIsFast) {
   Cluster c;
@@ -166,6 +306,17 @@ TEST(PlacementTest, LargeGangOnSimulatedClusterIsFast) {
   EXPECT_LE(p.switches_used, 5);
   std::set<std::pair<std::string, int>> seen;
   for (const auto& r : p.ranks) EXPECT_TRUE(seen.insert({r.node_id, r.local_rank}).second);
+  // The same gang as 128 groups of 8 (a plan's stage replicas): whole groups only fit the idle
+  // nodes, and every group lands on one.
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kIters; ++i) ASSERT_TRUE(PlaceGang({1024, 0, 8}, free, &p, &why)) << why;
+  ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+       kIters;
+  std::printf("[bench] the same in groups of 8: %.3f ms per placement, %d nodes, %d switches\n", ms,
+              p.nodes_used, p.switches_used);
+  EXPECT_LT(ms, 100.0);
+  EXPECT_TRUE(p.aligned) << p.note;
+  for (const auto& span : GroupSpans(c, p, 8, false)) EXPECT_EQ(span.size(), 1u);
 }
 
 }  // namespace

@@ -254,6 +254,46 @@ TEST_F(CoreTest, LostNodeFailsOverToAnotherNode) {
   EXPECT_TRUE(back->empty());
 }
 
+// A host dies: its peers' ranks fail at once (connection reset), before the node's heartbeat
+// timeout, so the retry is placed on the dead node too. When that node is then marked lost, the
+// retry never started there: the job is placed again without using up a retry.
+TEST_F(CoreTest, RetryPlacedOnANodeThatWasAlreadyDeadIsNotCharged) {
+  auto core = Make();
+  auto n1 = core->RegisterNode(MakeNode("n1", 2));
+  auto n2 = core->RegisterNode(MakeNode("n2", 2));
+  auto job = core->Submit(Spec(4, 0, /*retries=*/1));
+  Report(*core, "n1", *n1, false);
+  Report(*core, "n2", *n2, false);
+  EXPECT_EQ(StateOf(*core, job->id), JobState::kRunning);
+  // n1 dies silently; n2's ranks lose their peers and exit 1: attempt 1 of 2 fails, and the
+  // retry goes to n1 and n2 again (n1 still looks ready).
+  Report(*core, "n2", *n2, true, 1);
+  auto j = core->GetJob(job->id, nullptr);
+  ASSERT_EQ(j->attempt, 1);
+  ASSERT_EQ(j->state, JobState::kScheduled);
+  auto n3 = core->RegisterNode(MakeNode("n3", 2));
+  clock_.ms += 3000;
+  ASSERT_TRUE(core->Heartbeat("n2", *n2, {}, {}).ok());
+  ASSERT_TRUE(core->Heartbeat("n3", *n3, {}, {}).ok());
+  clock_.ms += 3000;  // n1 silent for 6 s > 5 s
+  core->Tick();
+  std::vector<JobEvent> events;
+  j = core->GetJob(job->id, &events);
+  EXPECT_EQ(j->state, JobState::kScheduled) << j->reason;
+  EXPECT_EQ(j->attempt, 2);
+  EXPECT_EQ(j->uncharged_attempts, 1);
+  for (const RankPlacement& p : j->placement) EXPECT_NE(p.node_id, "n1");
+  bool saw = false;
+  for (const auto& e : events) saw |= e.message.find("not counted as a retry") != std::string::npos;
+  EXPECT_TRUE(saw);
+  Report(*core, "n2", *n2, true, 0);
+  Report(*core, "n3", *n3, true, 0);
+  EXPECT_EQ(StateOf(*core, job->id), JobState::kSucceeded);
+  // The retry budget is still honest: a charged failure now would be the last one.
+  auto j2 = core->GetJob(job->id, nullptr);
+  EXPECT_EQ(j2->attempt - j2->uncharged_attempts, 1);
+}
+
 TEST_F(CoreTest, CancelReleasesAndWakesWatchers) {
   auto core = Make();
   auto n1 = core->RegisterNode(MakeNode("n1", 2));

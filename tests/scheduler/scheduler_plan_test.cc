@@ -1,7 +1,10 @@
 // Plan requests through the real partition planner (partition_job_planner.h) over gRPC: PlanJob
 // returns the plan (stages, dp, predicted step time) and its placement on the registered nodes;
 // SubmitJob sizes the job from the plan; bad models and pins get INVALID_ARGUMENT naming the
-// field. Also the cluster description derived from registered nodes.
+// field. Also the cluster description derived from registered nodes, and placement following the
+// plan: each stage's replicas (dp_inner) or each pipeline (pp_inner) on one host, the links the
+// placed plan's traffic crosses recorded with the job, and the report when groups cannot be kept
+// whole.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -148,6 +151,133 @@ TEST_F(PlanServiceTest, BadModelIsInvalidArgumentNamingTheField) {
       << r.status().message();
 }
 
+// A core with the real partition planner and no state store.
+class PlanPlacementTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CoreOptions co;
+    co.node_timeout_ms = 60000;
+    co.planner = &planner_;
+    auto core = SchedulerCore::Open(co, nullptr);
+    ASSERT_TRUE(core.ok()) << core.status().ToString();
+    core_ = std::move(core).value();
+  }
+  void AddNode(const std::string& id, const std::string& sw, int slots) {
+    Node n;
+    n.node_id = id;
+    n.host_id = "host-" + id;
+    n.switch_id = sw;
+    n.address = "127.0.0.1";
+    n.slots = slots;
+    n.memory_bytes = int64_t{8} << 30;
+    ASSERT_TRUE(core_->RegisterNode(n).ok());
+  }
+  // Occupies slots with a plain job so that the free slots are uneven.
+  void Fill(int ranks, int ranks_per_node) {
+    JobSpec s;
+    s.argv = {"/bin/true"};
+    s.resources.ranks = ranks;
+    s.resources.ranks_per_node = ranks_per_node;
+    auto j = core_->Submit(s);
+    ASSERT_TRUE(j.ok()) << j.status().ToString();
+    ASSERT_EQ(j->state, JobState::kScheduled) << j->reason;
+  }
+  static JobSpec PlanSpec(int pp, int dp) {
+    JobSpec s;
+    s.argv = {"/bin/true"};
+    PlanRequest p;
+    p.model_json = kModel;
+    p.pin_pp = pp;
+    p.pin_dp = dp;
+    s.resources.plan = p;
+    return s;
+  }
+  static std::vector<std::string> Strings(const Json& placed, const char* key) {
+    std::vector<std::string> out;
+    const Json* a = placed.Find(key);
+    EXPECT_TRUE(a && a->is_array()) << key;
+    if (!a || !a->is_array()) return out;
+    for (const Json& x : a->as_array()) out.push_back(x.as_string());
+    return out;
+  }
+
+  PartitionJobPlanner planner_;
+  std::unique_ptr<SchedulerCore> core_;
+};
+
+// Four 4-slot hosts with one slot each taken (3 free on each): the plan (2 stages x 2 replicas)
+// was made for 4 chips per host. Packed contiguously, ranks 0-2 would share a host and rank 3 sit
+// alone, splitting one group; placed by the plan, each group of 2 shares a host, the inner
+// traffic stays on the host link, and the cut the planner expected on one host is reported as
+// crossing the switch.
+TEST_F(PlanPlacementTest, EachGroupLandsOnOneHostAndTheLinksAreRecorded) {
+  for (int i = 0; i < 4; ++i) AddNode("n" + std::to_string(i), "s0", 4);
+  Fill(4, 1);
+  // The dry run and the submitted job agree.
+  auto dry = core_->Plan(PlanSpec(2, 2));
+  ASSERT_TRUE(dry.ok()) << dry.status().ToString();
+  EXPECT_NE(dry->note.find("plan traffic as placed"), std::string::npos) << dry->note;
+  EXPECT_NE(dry->plan_json.find("\"placed\""), std::string::npos);
+  auto sub = core_->Submit(PlanSpec(2, 2));
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  std::vector<JobEvent> events;
+  auto job = core_->GetJob(sub->id, &events);
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(job->state, JobState::kScheduled) << job->reason;
+  ASSERT_EQ(job->placement.size(), 4u);
+  auto plan = ParseJson(job->plan_json);
+  ASSERT_TRUE(plan.ok()) << job->plan_json;
+  const bool dp_inner = plan->StringOr("layout", "") == "dp_inner";
+  // dp_inner: ranks {0,1} are stage 0's replicas; pp_inner: ranks {0,1} are pipeline 0.
+  EXPECT_EQ(job->placement[0].node_id, job->placement[1].node_id);
+  EXPECT_EQ(job->placement[2].node_id, job->placement[3].node_id);
+  EXPECT_NE(job->placement[1].node_id, job->placement[2].node_id);
+  const Json* placed = plan->Find("placed");
+  ASSERT_NE(placed, nullptr) << job->plan_json;
+  EXPECT_EQ(placed->NumberOr("group_size", 0), 2);
+  ASSERT_NE(placed->Find("aligned"), nullptr);
+  EXPECT_TRUE(placed->Find("aligned")->as_bool());
+  const std::vector<std::string> inner =
+      Strings(*placed, dp_inner ? "allreduce_links" : "cut_links");
+  const std::vector<std::string> outer =
+      Strings(*placed, dp_inner ? "cut_links" : "allreduce_links");
+  EXPECT_EQ(inner, std::vector<std::string>(dp_inner ? 2 : 1, "host")) << job->plan_json;
+  EXPECT_EQ(outer, std::vector<std::string>(dp_inner ? 1 : 2, "switch")) << job->plan_json;
+  // The planner saw 4 chips per host and put all 4 ranks on one; the free slots did not allow it.
+  ASSERT_NE(placed->Find("matches_plan"), nullptr);
+  EXPECT_FALSE(placed->Find("matches_plan")->as_bool());
+  const std::vector<std::string> diff = Strings(*placed, "differences");
+  ASSERT_FALSE(diff.empty());
+  EXPECT_NE(diff[0].find("placed switch, planned host"), std::string::npos) << diff[0];
+  // Users see it in the job's reason and events (weft job).
+  EXPECT_NE(job->reason.find("plan traffic as placed: "), std::string::npos) << job->reason;
+  EXPECT_NE(job->reason.find("differs from the plan"), std::string::npos) << job->reason;
+  EXPECT_EQ(events.back().message, job->reason);
+}
+
+// Free slots 3 (switch s0) and 1 (switch s1): no host or switch holds both groups of 2 whole, so
+// the ranks are packed as before and the job says so.
+TEST_F(PlanPlacementTest, GroupsThatCannotBeKeptWholeAreReported) {
+  AddNode("n0", "s0", 3);
+  AddNode("n1", "s1", 2);
+  Fill(1, 0);  // the tightest host, n1, keeps one free slot
+  auto sub = core_->Submit(PlanSpec(2, 2));
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  auto job = core_->GetJob(sub->id, nullptr);
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(job->state, JobState::kScheduled) << job->reason;
+  EXPECT_NE(job->reason.find("placed without keeping groups whole"), std::string::npos)
+      << job->reason;
+  auto plan = ParseJson(job->plan_json);
+  ASSERT_TRUE(plan.ok());
+  const Json* placed = plan->Find("placed");
+  ASSERT_NE(placed, nullptr) << job->plan_json;
+  ASSERT_NE(placed->Find("aligned"), nullptr);
+  EXPECT_FALSE(placed->Find("aligned")->as_bool());
+  EXPECT_NE(placed->StringOr("note", "").find("only 1 of 2 groups"), std::string::npos)
+      << job->plan_json;
+}
+
 TEST(PlanRequestEncodingTest, PinsPersistAndOldRecordsStillDecode) {
   Job j;
   j.id = "j-1";
@@ -168,8 +298,9 @@ TEST(PlanRequestEncodingTest, PinsPersistAndOldRecordsStillDecode) {
   EXPECT_EQ(back->spec.resources.plan->pin_dp, 4);
   EXPECT_EQ(back->spec.resources.plan->pin_schedule, "interleaved");
   EXPECT_EQ(back->spec.resources.plan->pin_micro_batches, 16);
-  // A record written before the pins section (it ends after next_event_seq) decodes unpinned.
-  const size_t pins = 8 + 8 + (8 + p.pin_schedule.size()) + 8;
+  // A record written before the pins section (it ends after next_event_seq) decodes unpinned;
+  // the launcher and uncharged-attempts sections (8 bytes each) follow the pins.
+  const size_t pins = 8 + 8 + (8 + p.pin_schedule.size()) + 8 + 8 + 8;
   auto old = DecodeJob(std::string_view(bytes).substr(0, bytes.size() - pins));
   ASSERT_TRUE(old.ok()) << old.status().ToString();
   EXPECT_EQ(old->spec.resources.plan->pin_pp, 0);
