@@ -31,6 +31,7 @@ out=$(render examples/training)
 expect "$out" "^kind: Job\$" "training example renders no Job"
 expect "$out" "completionMode: Indexed" "training Job is not an Indexed Job"
 expect "$out" "clusterIP: None" "training Service is not headless"
+expect "$out" "name: WEFT_METRICS_PORT" "training Job does not serve rank metrics"
 out=$(render examples/mpijob)
 expect "$out" "^kind: MPIJob\$" "mpijob example renders no MPIJob"
 grep -q "^FROM debian:12 AS build" "$deploy/Dockerfile" || fail "Dockerfile has no Debian 12 build stage"
