@@ -6,6 +6,8 @@
 #
 #   scripts/bench_ucx.sh                 # UCX_TLS=tcp and UCX_TLS=posix,cma,self, 3 repeats
 #   REPEATS=5 TLS_LIST="tcp" BUILD=build-ucx scripts/bench_ucx.sh
+#   SWEEPS="-b 8 -e 8;-b 64M -e 64M" BASE=build-old scripts/bench_ucx.sh   # 8 B and 64 MiB only,
+#       with a third interleaved run of BASE/bin/weft (a baseline build) in its own columns
 #
 # Needs a build with the ucx transport (build/bin/weft) and the Open MPI baseline (build/bin/bench_mpi).
 # ratio = weft busbw / Open MPI busbw (above 1: weft is faster; equals Open MPI p50 / weft p50).
@@ -19,9 +21,11 @@ ITERS=${ITERS:-20}
 WEFT="$BUILD/bin/weft"
 MPI_BENCH="$BUILD/bin/bench_mpi"
 # Two sweeps so the table ends exactly at 64 MiB: 8 B .. 2 MiB by 8x, then 16 MiB and 64 MiB.
-SWEEPS=("-b 8 -e 2M -f 8" "-b 16M -e 64M -f 4")
+# SWEEPS: ';'-separated `weft bench` size options replacing them.
+IFS=';' read -r -a SWEEPS <<<"${SWEEPS:-"-b 8 -e 2M -f 8;-b 16M -e 64M -f 4"}"
+BASE=${BASE:-}
 
-for f in "$WEFT" "$MPI_BENCH"; do
+for f in "$WEFT" "$MPI_BENCH" ${BASE:+"$BASE/bin/weft"}; do
   if [ ! -x "$f" ]; then
     echo "bench_ucx.sh: $f is missing; build with UCX and Open MPI (scripts/setup.sh bench)" >&2
     exit 2
@@ -35,12 +39,13 @@ fi
 OUT=$(mktemp -d /tmp/weft-bench-ucx.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
-run_weft() {  # tls repeat
+run_weft() {  # tls repeat [binary name]
+  local bin=${3:-$WEFT} name=${4:-weft}
   for sweep in "${SWEEPS[@]}"; do
     # shellcheck disable=SC2086
-    timeout 600 "$WEFT" run -n 2 --transport ucx --no-prefix --env "UCX_TLS=$1" -- \
-      "$WEFT" bench allreduce --latency --json -n "$ITERS" $sweep
-  done | grep '^{' >"$OUT/weft.$1.$2.json" || true
+    timeout 600 "$bin" run -n 2 --transport ucx --no-prefix --env "UCX_TLS=$1" -- \
+      "$bin" bench allreduce --latency --json -n "$ITERS" $sweep
+  done | grep '^{' >"$OUT/$name.$1.$2.json" || true
 }
 
 run_mpi() {  # tls repeat
@@ -60,12 +65,16 @@ for tls in $TLS_LIST; do
     run_weft "$tls" "$r"
     echo "  UCX_TLS=$tls repeat $r/$REPEATS: Open MPI ..." >&2
     run_mpi "$tls" "$r"
+    if [ -n "$BASE" ]; then
+      echo "  UCX_TLS=$tls repeat $r/$REPEATS: weft baseline ($BASE) ..." >&2
+      run_weft "$tls" "$r" "$BASE/bin/weft" base
+    fi
   done
 done
 
-python3 - "$OUT" "$REPEATS" $TLS_LIST <<'EOF'
+python3 - "$OUT" "$REPEATS" "$BASE" $TLS_LIST <<'EOF'
 import json, statistics, sys
-out, repeats, tls_list = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out, repeats, base, tls_list = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 
 def load(lib, tls):
     runs = []
@@ -97,11 +106,12 @@ def size_name(b):
     return f"{b} B"
 
 for tls in tls_list:
-    weft, mpi = load("weft", tls), load("mpi", tls)
+    weft, mpi, old = load("weft", tls), load("mpi", tls), load("base", tls)
     sizes = sorted(set().union(*[set(r) for r in weft + mpi]))
     print(f"\n### UCX_TLS={tls}\n")
-    print("| size | weft p50 (µs) | Open MPI p50 (µs) | weft busbw (GB/s) | Open MPI busbw (GB/s) | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    extra = " baseline p50 (µs) | baseline busbw (GB/s) |" if base else ""
+    print("| size | weft p50 (µs) | Open MPI p50 (µs) | weft busbw (GB/s) | Open MPI busbw (GB/s) | ratio |" + extra)
+    print("|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if base else ""))
     for s in sizes:
         wl = [r[s][0] for r in weft if s in r]
         ml = [r[s][0] for r in mpi if s in r]
@@ -110,6 +120,11 @@ for tls in tls_list:
         ratio = "—"
         if wl and ml:
             ratio = f"{statistics.median(ml) / statistics.median(wl):.2f}×"
-        print(f"| {size_name(s)} | {cell(wl, '{:.1f}')} | {cell(ml, '{:.1f}')} | "
-              f"{cell(wb, '{:.3f}')} | {cell(mb, '{:.3f}')} | {ratio} |")
+        row = (f"| {size_name(s)} | {cell(wl, '{:.1f}')} | {cell(ml, '{:.1f}')} | "
+               f"{cell(wb, '{:.3f}')} | {cell(mb, '{:.3f}')} | {ratio} |")
+        if base:
+            ol = [r[s][0] for r in old if s in r]
+            ob = [r[s][1] for r in old if s in r]
+            row += f" {cell(ol, '{:.1f}')} | {cell(ob, '{:.3f}')} |"
+        print(row)
 EOF

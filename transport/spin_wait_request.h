@@ -21,9 +21,14 @@ class ProgressHook {
   // Moves whatever is ready without blocking; returns at once if another thread is busy.
   virtual void PollOnce() = 0;
   // Bracket a waiter's spin. `completed`: the request finished while spinning; false means the
-  // waiter is about to sleep.
+  // waiter is about to sleep, and EndSleep() follows when it stops sleeping (for any reason).
   virtual void BeginSpin() {}
   virtual void EndSpin(bool completed) {}
+  virtual void EndSleep() {}
+  // Whether a waiter may poll without yielding for its first few microseconds: true only where
+  // every rank of this host can have a core of its own, since a waiter that keeps its core then
+  // delays no one it waits for.
+  virtual bool SpinTight() const { return false; }
 };
 
 // Thread-safe. Holds no buffer; refers to its engine only weakly, so it may outlive it.
@@ -34,8 +39,13 @@ class SpinWaitRequest : public Request {
   // how long Wait() spins before sleeping.
   SpinWaitRequest(const char* transport, Kind kind, int peer, uint64_t tag, size_t size,
                   std::weak_ptr<ProgressHook> hook, int64_t spin_us)
-      : transport_(transport), kind_(kind), peer_(peer), tag_(tag), size_(size),
-        hook_(std::move(hook)), spin_us_(spin_us) {}
+      : transport_(transport),
+        kind_(kind),
+        peer_(peer),
+        tag_(tag),
+        size_(size),
+        hook_(std::move(hook)),
+        spin_us_(spin_us) {}
 
   bool Test() override { return done(); }
   // DeadlineExceeded (naming the operation, size, tag and peer) while still pending.
@@ -48,6 +58,9 @@ class SpinWaitRequest : public Request {
   std::string Describe() const;
 
  private:
+  // Sleeps on the futex until done or the deadline.
+  Status Sleep(Deadline deadline);
+
   const char* transport_;
   const Kind kind_;
   const int peer_;

@@ -2,7 +2,9 @@
 // transport and over its shared-memory transports (UCX_TLS=tcp and posix,cma,self): FIFO matching
 // across the inline and the separate-data paths, size mismatches on both paths, a wrong job
 // secret, a peer process SIGKILLed mid-receive (named within seconds, through UCX's own error
-// report and through the same-host pidfd), and idle CPU use of a connected transport.
+// report and through the same-host pidfd), idle CPU use of a connected transport, small sends
+// completing inside PostSend, and many threads waiting at once while the worker passes between
+// spinning waiters, sleeping waiters and the progress thread.
 //
 // The killed-peer tests re-execute this binary as the peer (WEFT_UCX_TEST_CHILD), so the child
 // starts UCX in a fresh process instead of inheriting a forked copy of the parent's.
@@ -141,6 +143,85 @@ TEST_P(UcxTransportTest, FifoAcrossInlineAndDataPaths) {
   EXPECT_GT(stats->inline_sends, 0u);
   EXPECT_GT(stats->data_sends, 0u);
   EXPECT_EQ(GetUcxStats(*r.transports[1])->dropped_ctrl, 0u);
+}
+
+TEST_P(UcxTransportTest, SmallSendsCompleteInsidePostSend) {
+  Ranks r;
+  MakeRanks(r, 2, GetParam());
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  // Ping-pong never fills UCP's send resources, so every 8-byte send goes eager-short: complete
+  // on return, no request left for anyone to progress.
+  constexpr int kRounds = 100;
+  for (int i = 0; i < kRounds; ++i) {
+    uint64_t ping = i, got = ~uint64_t{0};
+    auto q = r.endpoints[1][0]->PostRecv(&got, sizeof(got), 3);
+    auto s = r.endpoints[0][1]->PostSend(&ping, sizeof(ping), 3);
+    ASSERT_TRUE(q.ok() && s.ok());
+    ASSERT_TRUE((*q)->Wait(Soon()).ok());
+    ASSERT_EQ(got, ping);
+    uint64_t back = ~uint64_t{0};
+    auto q2 = r.endpoints[0][1]->PostRecv(&back, sizeof(back), 4);
+    auto s2 = r.endpoints[1][0]->PostSend(&got, sizeof(got), 4);
+    ASSERT_TRUE(q2.ok() && s2.ok());
+    ASSERT_TRUE((*q2)->Wait(Soon()).ok());
+    ASSERT_EQ(back, ping);
+    ASSERT_TRUE((*s)->Test() && (*s2)->Test());
+  }
+  for (int i = 0; i < 2; ++i) {
+    auto stats = GetUcxStats(*r.transports[i]);
+    ASSERT_TRUE(stats.ok());
+    // All of them here; a little slack for a send that meets UCP still finishing its wireup.
+    EXPECT_GE(stats->immediate_sends, static_cast<uint64_t>(kRounds - 5)) << "rank " << i;
+    EXPECT_LE(stats->immediate_sends, static_cast<uint64_t>(kRounds)) << "rank " << i;
+  }
+}
+
+TEST_P(UcxTransportTest, ManyConcurrentWaitersShareTheWorker) {
+  Ranks r;
+  MakeRanks(r, 2, GetParam(), {}, /*inline_bytes=*/256);
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  // Eight threads per rank, each its own tag, ping-ponging messages on both paths (inline and
+  // separate data). Every fifth reply comes late, after the waiter's spin has given up, so the
+  // worker keeps passing between spinning waiters (try-lock), sleeping ones and the progress
+  // thread; a completion lost in a hand-off shows as a timeout.
+  constexpr int kThreads = 8;
+  constexpr int kRounds = 40;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, rank, t] {
+        Endpoint& ep = *r.endpoints[rank][1 - rank];
+        const uint64_t tag = 100 + t;
+        for (int i = 0; i < kRounds; ++i) {
+          const size_t size = (i % 3 == 2) ? 4096 + t : 8;
+          std::vector<uint8_t> msg = Pattern(size, t * 1000 + i), in(size);
+          auto exchange = [&](bool send_first) {
+            RequestPtr s, q;
+            auto qq = ep.PostRecv(in.data(), in.size(), tag);
+            if (!qq.ok()) return false;
+            q = *qq;
+            if (!send_first && !q->Wait(Soon()).ok()) return false;
+            if (!send_first && (i % 5 == 4)) {
+              std::this_thread::sleep_for(std::chrono::microseconds(300));
+            }
+            auto ss = ep.PostSend(send_first ? msg.data() : in.data(), size, tag);
+            if (!ss.ok()) return false;
+            s = *ss;
+            if (send_first && !q->Wait(Soon()).ok()) return false;
+            return s->Wait(Soon()).ok() && in == msg;
+          };
+          // Rank 0 sends and awaits the echo; rank 1 echoes what it received.
+          if (!exchange(rank == 0)) {
+            ++failures;
+            return;
+          }
+        }
+      });
+    }
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
 }
 
 TEST_P(UcxTransportTest, LargeSizeMismatchFailsTheReceiveOnly) {

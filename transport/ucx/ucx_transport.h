@@ -43,7 +43,8 @@ struct UcxTransportOptions {
 //     wholly arrived before the failure stay receivable.
 //   - Requests complete on whichever thread drives the worker: the progress thread (which sleeps
 //     on ucp_worker_get_efd/ucp_worker_arm via epoll when idle) or a waiter spinning in Wait()
-//     (WEFT_UCX_WAIT_SPIN_US). Test() only observes.
+//     (WEFT_UCX_WAIT_SPIN_US). A small send that UCP can send at once (eager short) is complete
+//     when PostSend returns. Test() only observes.
 //   - Abort() fails every pending request with its status, closes the UCP endpoints and refuses
 //     new requests. Destroying an Endpoint aborts that peer (Cancelled). Endpoints must be
 //     destroyed before the transport; requests may outlive both.
@@ -55,9 +56,10 @@ Result<std::unique_ptr<Transport>> CreateUcxTransport(const TransportConfig& con
 
 // Counters for tests and benchmarks.
 struct UcxStats {
-  uint64_t inline_sends = 0;   // messages sent inside their control message
-  uint64_t data_sends = 0;     // messages sent as a separate (eager or rendezvous) UCP message
-  uint64_t dropped_ctrl = 0;   // control messages refused (bad token, magic or unknown sender)
+  uint64_t inline_sends = 0;       // messages sent inside their control message
+  uint64_t data_sends = 0;         // messages sent as a separate (eager or rendezvous) UCP message
+  uint64_t immediate_sends = 0;    // sends complete on return from PostSend (UCP sent them inline)
+  uint64_t dropped_ctrl = 0;       // control messages refused (bad token, magic or unknown sender)
   bool peer_failure_mode = false;  // some endpoint uses UCP_ERR_HANDLING_MODE_PEER
 };
 // The counters of a transport made by CreateUcxTransport; InvalidArgument for any other.
