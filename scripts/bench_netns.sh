@@ -125,7 +125,7 @@ for line in open(raw):
 def fmt(v):
     return f"{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})"
 def mib(b):
-    return f"{b / 2**20:g} MiB"
+    return f"{b / 2**20:.3g} MiB"
 reps = max(len(v) for v in rows.values())
 lines = [
     "# Multi-host collectives over network namespaces: hierarchical vs flat",
