@@ -42,6 +42,13 @@ WEFT_ENV_KNOB(kShmCollChunkKnob, "WEFT_SHM_COLL_CHUNK_BYTES", "256K",
               "slot size of the shared-memory arena: the pipeline chunk of intra-host collectives");
 WEFT_ENV_KNOB(kShmDirectMaxKnob, "WEFT_SHM_COLL_DIRECT_MAX_BYTES", "16K",
               "largest intra-host all-reduce where every rank reduces every slot itself");
+WEFT_ENV_KNOB(kShmSingleCopyKnob, "WEFT_SHM_COLL_SINGLE_COPY_MIN_BYTES", "256K",
+              "intra-host broadcasts and all-gathers of at least this many bytes per rank are "
+              "read straight from the owner's buffer (process_vm_readv) instead of through arena "
+              "slots; 0: never");
+WEFT_ENV_KNOB(kShmSingleCopyMaxKnob, "WEFT_SHM_COLL_SINGLE_COPY_MAX_BYTES", "8M",
+              "largest intra-host broadcast or all-gather block that goes single-copy (above it "
+              "the slots win: they pass through the cache, a single copy streams through memory)");
 WEFT_ENV_KNOB(kShmCollSpinKnob, "WEFT_SHM_COLL_SPIN_US", "50",
               "microseconds an arena wait spins on the flags before sleeping on a futex");
 
@@ -131,6 +138,10 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                                : static_cast<size_t>(std::max<int64_t>(4096, kShmCollChunkKnob.GetBytes()));
   o.shm_direct_max_bytes = static_cast<size_t>(kShmDirectMaxKnob.GetBytes());
   o.shm_coll_spin_us = static_cast<int>(kShmCollSpinKnob.GetInt());
+  o.shm_single_copy_min_bytes = options.shm_single_copy_min_bytes > 0
+                                    ? options.shm_single_copy_min_bytes
+                                    : static_cast<size_t>(kShmSingleCopyKnob.GetBytes());
+  o.shm_single_copy_max_bytes = static_cast<size_t>(kShmSingleCopyMaxKnob.GetBytes());
   if (o.shm_direct_max_bytes > o.shm_coll_chunk_bytes) o.shm_direct_max_bytes = o.shm_coll_chunk_bytes;
   for (const auto& t : o.transports) {
     const auto avail = transport::AvailableTransports();
@@ -375,6 +386,16 @@ OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, Deadline
 
 Hierarchy* OpContext::hierarchy() const { return comm_.hierarchy(); }
 int64_t OpContext::rd_max_bytes() const { return comm_.shared().options().rd_max_bytes; }
+
+Result<bool> OpContext::ArenaSingleCopy(size_t bytes) {
+  const size_t min = comm_.shared().options().shm_single_copy_min_bytes;
+  if (min == 0 || bytes < min || bytes > comm_.shared().options().shm_single_copy_max_bytes) {
+    return false;
+  }
+  auto r = comm_.arena()->SingleCopy(deadline_);
+  if (!r.ok()) return r.status().WithContext(OpLabel());
+  return r;
+}
 
 int OpContext::rank() const { return comm_.rank(); }
 int OpContext::size() const { return comm_.size(); }

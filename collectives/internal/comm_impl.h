@@ -42,6 +42,8 @@ struct ResolvedOptions {
   size_t shm_coll_chunk_bytes = 0;
   size_t shm_direct_max_bytes = 0;
   int shm_coll_spin_us = 50;
+  size_t shm_single_copy_min_bytes = 0;  // 0: never
+  size_t shm_single_copy_max_bytes = 0;
 };
 
 // Connections of a root communicator, shared (shared_ptr) with its split children. Owns the
@@ -159,6 +161,10 @@ class OpContext {
   }
   Hierarchy* hierarchy() const;
   int64_t rd_max_bytes() const;
+  // Whether an arena broadcast or all-gather moving `bytes` per rank goes single-copy
+  // (process_vm_readv straight from the owner's buffer) instead of through the slots. Collective:
+  // the first large operation agrees, across the arena's ranks, whether single copy works.
+  Result<bool> ArenaSingleCopy(size_t bytes);
   const char* op_name() const { return op_name_; }
   // The communicator's local arena, or null.
   LocalArena* arena() const;

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,7 +20,10 @@ namespace weft::collectives::internal {
 namespace {
 constexpr uint64_t kMagic = 0x776566742d617231ull;  // "weft-ar1"
 constexpr int kMaxRanks = 4096;
-constexpr size_t kHeaderBytes = 64 * 1024;
+constexpr size_t kHeaderBytes = 128 * 1024;
+constexpr uint64_t kProbeValue = 0x70726f62652d6f6bull;  // "probe-ok"
+// What peers read with process_vm_readv to learn whether they may read this process.
+const volatile uint64_t g_cma_probe = kProbeValue;
 }  // namespace
 
 struct LocalArena::Header {
@@ -30,6 +34,10 @@ struct LocalArena::Header {
   alignas(64) std::atomic<uint32_t> sleepers;
   alignas(64) std::atomic<uint32_t> doorbell;
   alignas(64) std::atomic<int32_t> pids[kMaxRanks];
+  // Address of g_cma_probe in each rank's process, and each rank's single-copy verdict
+  // (0 not yet, 1 cannot read some peer, 2 can read every peer).
+  alignas(64) std::atomic<uint64_t> probe_addr[kMaxRanks];
+  alignas(64) std::atomic<uint8_t> cma_verdict[kMaxRanks];
 };
 
 Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline deadline) {
@@ -99,6 +107,8 @@ Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline
       return FailedPreconditionError("local arena " + c.name + " has a different shape");
     }
   }
+  a->header_->probe_addr[c.rank].store(reinterpret_cast<uintptr_t>(&g_cma_probe),
+                                       std::memory_order_relaxed);
   a->header_->pids[c.rank].store(static_cast<int32_t>(getpid()), std::memory_order_release);
   a->world_ranks_ = c.world_ranks;
   if (a->world_ranks_.size() != static_cast<size_t>(c.size)) {
@@ -108,6 +118,58 @@ Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline
   a->pidfds_.resize(c.size);
   a->pids_.assign(c.size, 0);
   return a;
+}
+
+Result<bool> LocalArena::SingleCopy(Deadline deadline) {
+  if (single_copy_ >= 0) return single_copy_ == 1;
+  // Every rank attached (and so published its pid and probe address) before the barrier that
+  // ended the communicator's creation, so both are set by the time any operation runs.
+  bool mine = true;
+  for (int r = 0; r < size_ && mine; ++r) {
+    if (r == rank_) continue;
+    uint64_t got = 0;
+    const uint64_t addr = header_->probe_addr[r].load(std::memory_order_relaxed);
+    mine = addr != 0 && ReadFrom(r, &got, addr, sizeof(got)).ok() && got == kProbeValue;
+  }
+  header_->cma_verdict[rank_].store(mine ? 2 : 1, std::memory_order_release);
+  bool all = true;
+  for (int r = 0; r < size_; ++r) {
+    uint8_t v;
+    int polls = 0;
+    while ((v = header_->cma_verdict[r].load(std::memory_order_acquire)) == 0) {
+      if (deadline.Expired()) {
+        return DeadlineExceededError("rank " + std::to_string(world_ranks_[r]) +
+                                     " never reported whether it can read its peers' memory");
+      }
+      if (++polls < 64) {
+        sched_yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+    all = all && v == 2;
+  }
+  single_copy_ = all ? 1 : 0;
+  return all;
+}
+
+Status LocalArena::ReadFrom(int r, void* dst, uint64_t remote, size_t bytes) const {
+  const int pid = header_->pids[r].load(std::memory_order_acquire);
+  size_t done = 0;
+  while (done < bytes) {
+    iovec local{static_cast<uint8_t*>(dst) + done, bytes - done};
+    iovec far{reinterpret_cast<void*>(remote + done), bytes - done};
+    ssize_t n = process_vm_readv(pid, &local, 1, &far, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return ErrnoError("reading " + std::to_string(bytes) + " bytes from rank " +
+                            std::to_string(world_ranks_[r]) + " (pid " + std::to_string(pid) +
+                            ") with process_vm_readv",
+                        n < 0 ? errno : EFAULT);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
 }
 
 LocalArena::~LocalArena() {

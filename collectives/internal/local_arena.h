@@ -58,6 +58,14 @@ class LocalArena {
   // rule that keeps all algorithms safe with each other: before writing its slot or the result
   // buffer for step s, a rank waits until every rank is done with step s-2 (same parity).
   enum class Flag { kReady = 0, kPart = 1, kDone = 2 };
+
+  // Single copy: whether every rank can read every other rank's memory with process_vm_readv
+  // (same user, no ptrace restriction). Collective: the first call (every rank makes it in the
+  // same operation) probes each peer, publishes this rank's verdict and waits for everyone's,
+  // so all ranks get the same answer; later calls return it at once.
+  Result<bool> SingleCopy(Deadline deadline);
+  // Pulls `bytes` at `remote` in rank r's address space into `dst` (process_vm_readv).
+  Status ReadFrom(int r, void* dst, uint64_t remote, size_t bytes) const;
   void Set(Flag f, uint64_t seq) { Publish(&Cell(rank_, f), seq); }
   // Waits until every rank's flag (or only `only_rank`'s) reaches seq. `check` is called now and
   // then while sleeping; a non-OK status from it ends the wait. Errors name the ranks missing.
@@ -99,6 +107,7 @@ class LocalArena {
   size_t bytes_ = 0;
   Header* header_ = nullptr;
   bool unlinked_ = false;
+  int single_copy_ = -1;  // -1 unknown, 0 no, 1 yes
   std::vector<UniqueFd> pidfds_;
   std::vector<int> pids_;
   std::vector<int> world_ranks_;

@@ -2,6 +2,7 @@
 // point-to-point, unique ids, sticky errors and abort. Ranks are threads over real transports.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <numeric>
@@ -215,6 +216,47 @@ TEST_P(CommApi, AsyncWorkOverlapsAndCompletesInOrder) {
     for (auto& w : ws) EXPECT_TRUE(w.Test());
     for (auto& b : bufs) EXPECT_EQ(b[4999], 3);
   });
+}
+
+// Broadcast and all-gather among ranks of one host, single copy (every receiver pulling
+// straight from the owner's buffer with process_vm_readv) forced down to 1 byte, against the
+// arena's slot path: every root, in and out of place, sizes around the slot size.
+TEST(SingleCopy, BroadcastAndAllGatherMatchTheSlotPath) {
+  for (int n : {2, 3, 4}) {
+    for (size_t min_bytes : {size_t{1}, size_t{1} << 40}) {  // single copy, then never
+      CommOptions o = SmallOptions("shm");
+      o.shm_single_copy_min_bytes = min_bytes;
+      RunRanks(n, {o}, [&](int rank, auto& comms) {
+        Communicator& c = *comms[0];
+        for (int64_t count : {1, 17, 4099}) {
+          for (bool in_place : {false, true}) {
+            for (int root = 0; root < n; ++root) {
+              std::vector<int32_t> want(count);
+              for (int64_t i = 0; i < count; ++i) want[i] = static_cast<int32_t>(root * 7919 + i);
+              std::vector<int32_t> in = rank == root ? want : std::vector<int32_t>(count, -1);
+              std::vector<int32_t> out(count, -2);
+              int32_t* dst = in_place || rank != root ? in.data() : out.data();
+              auto w = c.Broadcast(in.data(), dst, count, DType::kInt32, root);
+              ASSERT_TRUE(w.ok() && w->Wait().ok()) << "n " << n << " root " << root;
+              ASSERT_EQ(std::vector<int32_t>(dst, dst + count), want)
+                  << "broadcast n " << n << " root " << root << " count " << count;
+            }
+            std::vector<int32_t> all(count * n), want(count * n);
+            for (int64_t i = 0; i < count * n; ++i) want[i] = static_cast<int32_t>(i * 31 + 5);
+            std::vector<int32_t> mine(want.begin() + rank * count, want.begin() + (rank + 1) * count);
+            const int32_t* src = mine.data();
+            if (in_place) {
+              std::copy(mine.begin(), mine.end(), all.begin() + rank * count);
+              src = all.data() + rank * count;
+            }
+            auto w = c.AllGather(src, all.data(), count, DType::kInt32);
+            ASSERT_TRUE(w.ok() && w->Wait().ok()) << "n " << n;
+            ASSERT_EQ(all, want) << "allgather n " << n << " count " << count;
+          }
+        }
+      });
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Built, CommApi, ::testing::ValuesIn(transport::AvailableTransports()),

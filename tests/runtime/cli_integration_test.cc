@@ -93,6 +93,20 @@ TEST(Cli, RunLaunchesCheckedBenchOnEveryTransport) {
   }
 }
 
+TEST(Cli, SingleCopyBroadcastAndAllGatherAcrossProcesses) {
+  // 256 KiB .. 4 MiB per rank: the arena's single-copy path, with process_vm_readv between
+  // separate processes; the bench checks every element.
+  for (const char* coll : {"broadcast", "allgather"}) {
+    std::string out;
+    int rc = WaitFor(Spawn({Bin(), "run", "-n", "3", "--", Bin(), "bench", coll, "-b", "768K",
+                            "-e", "12M", "-f", "4", "-n", "3", "-w", "1"},
+                           {}),
+                     120000, &out);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find("[rank 0] # Out of bounds values : 0 OK"), std::string::npos) << out;
+  }
+}
+
 TEST(Cli, RankKilledMidCollectiveIsNamedByTheLauncher) {
   // Rank 1 kills itself (SIGKILL) a moment into a long all-reduce loop.
   std::string script =
