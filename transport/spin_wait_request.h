@@ -55,6 +55,7 @@ class SpinWaitRequest : public Request {
   // Completes the request with `s` and wakes its waiters; false if it had already completed.
   bool Complete(Status s);
   bool done() const { return done_.load(std::memory_order_acquire) != 0; }
+  size_t size() const { return size_; }
   std::string Describe() const;
 
  private:

@@ -27,6 +27,8 @@ constexpr size_t kDirectReadMin = 32 << 10;
 constexpr size_t kServiceBudget = 1 << 20;
 // Bytes PostSend() writes on the caller's thread before handing the rest to the progress thread.
 constexpr size_t kInlineSendBudget = 256 << 10;
+// A receive this large keeps its peer out of poll mode until it completes (TcpPeer::armed_).
+constexpr size_t kPollModeMaxBytes = 64 << 10;
 // Anything larger is a corrupt header, not a message.
 constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 44;
 
@@ -82,7 +84,7 @@ Status TcpPeer::AttachSocket(int index, UniqueFd fd) {
   // Edge-triggered: registered once for both directions, no epoll_ctl per message. The cost is
   // that readers must drain to EAGAIN (or remember that they did not: PeerSocket::readable).
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.events = EpollEvents();
   ev.data.ptr = static_cast<PollTarget*>(&s);
   if (epoll_ctl(opt_.epoll_fd, EPOLL_CTL_ADD, s.fd.get(), &ev) < 0) {
     int err = errno;
@@ -148,10 +150,12 @@ Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
     it->second.pop_front();
     if (it->second.empty()) unexpected_.erase(it);
     Attach(m, req, static_cast<char*>(data), size);
+    if (!req->done()) KeepArmedFor(req);
     return RequestPtr(std::move(req));
   }
   // A lost peer sends nothing more; only messages that had fully arrived (above) can match.
   if (!error_.ok()) return error_;
+  KeepArmedFor(req);
   posted_[tag].push_back(PostedRecv{req, static_cast<char*>(data), size});
   return RequestPtr(std::move(req));
 }
@@ -171,6 +175,68 @@ void TcpPeer::MarkReady(PeerSocket* socket, uint32_t epoll_events) {
 bool TcpPeer::Service() {
   std::lock_guard<std::mutex> lock(mu_);
   return ServiceLocked(/*all=*/false);
+}
+
+uint32_t TcpPeer::EpollEvents() const {
+  return (armed_ ? EPOLLIN : 0u) | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+}
+
+void TcpPeer::SetArmed(bool on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SetArmedLocked(on);
+}
+
+void TcpPeer::SetArmedLocked(bool on) {
+  if (armed_ == on) return;
+  armed_ = on;
+  // Re-adding EPOLLIN reports data that is already waiting, so nothing that arrived unarmed is
+  // missed.
+  epoll_event ev{};
+  ev.events = EpollEvents();
+  for (auto& s : sockets_) {
+    if (!s->fd.valid()) continue;
+    ev.data.ptr = static_cast<PollTarget*>(s.get());
+    epoll_ctl(opt_.epoll_fd, EPOLL_CTL_MOD, s->fd.get(), &ev);
+  }
+}
+
+void TcpPeer::KeepArmedFor(const std::shared_ptr<TcpRequest>& recv) {
+  if (recv->size() < kPollModeMaxBytes || !opt_.spin_tight) return;
+  large_recvs_.push_back(recv);
+  SetArmedLocked(true);
+}
+
+void TcpPeer::BeginSpin() {
+  if (!opt_.spin_tight) return;
+  if (spinners_.fetch_add(1, std::memory_order_seq_cst) != 0) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase_if(large_recvs_, [](const auto& r) { return r->done(); });
+    if (!armed_ || !large_recvs_.empty()) return;
+    SetArmedLocked(false);
+  }
+  opt_.scheduler->Unarmed(this);
+}
+
+void TcpPeer::EndSpin(bool completed) {
+  if (!opt_.spin_tight) return;
+  last_spin_end_ns_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  // Counted as a sleeper before it stops counting as a spinner, so whichever spinner leaves last
+  // sees it.
+  if (!completed) sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  if (spinners_.fetch_sub(1, std::memory_order_seq_cst) != 1) return;
+  // The last spinner leaves while a waiter sleeps: that waiter now depends on the progress
+  // thread, which must hear of its data. A spinner that finished with nobody asleep leaves the
+  // peer unarmed: the next wait most likely follows at once (the thread re-arms it otherwise).
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) SetArmed(true);
+}
+
+bool TcpPeer::RearmIfQuiet(Clock::time_point now, std::chrono::nanoseconds quiet) {
+  if (spinners_.load(std::memory_order_seq_cst) > 0) return false;
+  Clock::time_point last{Clock::duration(last_spin_end_ns_.load(std::memory_order_relaxed))};
+  if (sleepers_.load(std::memory_order_seq_cst) == 0 && now - last < quiet) return false;
+  SetArmed(true);
+  return true;
 }
 
 void TcpPeer::PollOnce() {

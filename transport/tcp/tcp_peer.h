@@ -4,6 +4,8 @@
 // its progress thread drives them.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -53,6 +55,9 @@ class PeerScheduler {
  public:
   virtual ~PeerScheduler() = default;
   virtual void Schedule(TcpPeer* peer) = 0;
+  // `peer` stopped listening for incoming data (its waiters poll it): the thread must give it
+  // back its read events once nobody has spun on it for a while (TcpPeer::RearmIfQuiet).
+  virtual void Unarmed(TcpPeer* peer) = 0;
 };
 
 // One TCP connection of a pair. Lives as long as its TcpPeer, which lives as long as the
@@ -117,9 +122,12 @@ struct SendOp {
 
 // Contract: created by the transport's Connect() for one peer rank; sockets are attached as they
 // connect; the Endpoint for the peer forwards to PostSend/PostRecv/Abort. Thread-safe (one mutex;
-// the progress thread holds it while it moves a bounded amount of data). Errors: InvalidArgument
-// for bad arguments and size mismatches; once the connection is lost, Unavailable naming the rank,
-// "tcp" and the address; after Abort, the abort status. Outlives every epoll event that names it.
+// the progress thread, or a spinning waiter, holds it while it moves a bounded amount of data).
+// Where this host's ranks fit its cores, a waiter spinning on the peer puts it in poll mode
+// (armed_): the waiter reads the sockets itself and the progress thread is not woken for them.
+// Errors: InvalidArgument for bad arguments and size mismatches; once the connection is lost,
+// Unavailable naming the rank, "tcp" and the address; after Abort, the abort status. Outlives every
+// epoll event that names it.
 class TcpPeer final : public ProgressSource, public std::enable_shared_from_this<TcpPeer> {
  public:
   struct Options {
@@ -131,6 +139,8 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
     int64_t socket_buffer_bytes = 0;
     int epoll_fd = -1;
     PeerScheduler* scheduler = nullptr;
+    // This host's ranks fit its cores: a spinning waiter may poll without yielding at first.
+    bool spin_tight = false;
   };
   explicit TcpPeer(Options options);
   ~TcpPeer() override;
@@ -157,12 +167,31 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   bool Service();
   // Any thread (a spinning Wait()): moves ready data if nobody else holds the peer.
   void PollOnce() override;
+  void BeginSpin() override;
+  void EndSpin(bool completed) override;
+  void EndSleep() override {
+    if (opt_.spin_tight) sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  bool SpinTight() const override { return opt_.spin_tight; }
+  // Progress thread, for a peer it was told is Unarmed(): listens for its incoming data again
+  // if nobody spins on it and someone sleeps or nobody has spun for `quiet`; true when it did
+  // (or the peer is armed anyway), false to ask again later.
+  bool RearmIfQuiet(Clock::time_point now, std::chrono::nanoseconds quiet);
   // Progress-thread bookkeeping, touched only by that thread.
   bool active = false;
   // Guarded by the scheduler's own lock.
   bool kick_pending = false;
+  bool unarmed_listed = false;
 
  private:
+  // Adds or removes EPOLLIN from every socket's registration; SetArmed takes mu_.
+  void SetArmed(bool on);
+  void SetArmedLocked(bool on);
+  // Records a pending receive; one of kPollModeMaxBytes or more arms the sockets until it is done.
+  void KeepArmedFor(const std::shared_ptr<TcpRequest>& recv);
+  // The epoll events a socket is registered for, given armed_.
+  uint32_t EpollEvents() const;
+
   // All below run with mu_ held.
   // Reads every readable socket (all of them if `all`) and writes queued chunks; true when the
   // budget ran out with work left.
@@ -196,8 +225,20 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   std::mutex mu_;
   std::vector<std::unique_ptr<PeerSocket>> sockets_;
   int open_sockets_ = 0;
-  Status error_;          // sticky: set when the connection is lost or aborted
-  bool aborted_ = false;  // Abort(): refuse even messages that had arrived
+  // Poll mode. While waiters spin on this peer they read its sockets themselves, and a wake-up of
+  // the progress thread for the same data would only compete with them for the lock and the
+  // core; so the sockets are registered without EPOLLIN (still EPOLLOUT, EPOLLRDHUP and errors)
+  // until nobody spins and someone sleeps, or nobody has spun for a while.
+  // Receives of at least kPollModeMaxBytes keep the sockets armed while any is pending (pruned
+  // lazily): their data should stream in on the thread while the caller waits on something
+  // else, as a pipelined or ring algorithm does. Guarded by mu_, as is armed_.
+  std::vector<std::shared_ptr<TcpRequest>> large_recvs_;
+  bool armed_ = true;
+  std::atomic<int> spinners_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<int64_t> last_spin_end_ns_{0};  // Clock time, since its epoch
+  Status error_;                              // sticky: set when the connection is lost or aborted
+  bool aborted_ = false;                      // Abort(): refuse even messages that had arrived
   // Send side.
   uint64_t next_send_seq_ = 0;
   std::deque<std::shared_ptr<SendOp>> send_queue_;  // ops with chunks still to assign
