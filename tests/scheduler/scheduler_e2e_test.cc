@@ -17,41 +17,14 @@
 #include <thread>
 
 #include "scheduler/scheduler_client.h"
+#include "tests/util/child_process.h"
 
 namespace weft::scheduler {
 namespace {
 
 const char* kWeft = WEFT_BINARY;
 
-// A child process with its output in a file; killed (SIGKILL) and reaped on destruction.
-class Proc {
- public:
-  Proc(std::vector<std::string> argv, std::vector<std::string> env, const std::string& log) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      for (auto& e : env) putenv(e.data());
-      std::vector<char*> a;
-      for (auto& s : argv) a.push_back(s.data());
-      a.push_back(nullptr);
-      execv(a[0], a.data());
-      _exit(127);
-    }
-  }
-  ~Proc() { Kill(SIGKILL); }
-  void Kill(int sig) {
-    if (pid_ <= 0) return;
-    kill(pid_, sig);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
+using Proc = weft::testing::ChildProcess;
 
 class E2eTest : public ::testing::Test {
  protected:

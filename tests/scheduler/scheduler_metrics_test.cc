@@ -16,6 +16,7 @@
 
 #include "base/socket_util.h"
 #include "scheduler/scheduler_client.h"
+#include "tests/util/prometheus_test_util.h"
 
 namespace weft::scheduler {
 namespace {
@@ -44,38 +45,8 @@ void Stop(pid_t pid) {
   waitpid(pid, nullptr, 0);
 }
 
-// GET over plain HTTP/1.0 on loopback; the body, or an error.
-Result<std::string> HttpGet(int port, const std::string& path) {
-  WEFT_ASSIGN_OR_RETURN(UniqueFd fd,
-                        ConnectTcp(HostPort{"127.0.0.1", port}, Deadline::AfterMs(2000)));
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  WEFT_RETURN_IF_ERROR(WriteFull(fd.get(), req.data(), req.size(), Deadline::AfterMs(2000)));
-  std::string resp;
-  char buf[4096];
-  Deadline d = Deadline::AfterMs(5000);
-  while (!d.Expired()) {
-    ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n > 0) {
-      resp.append(buf, static_cast<size_t>(n));
-    } else if (n == 0) {
-      break;
-    } else if (errno != EAGAIN && errno != EINTR) {
-      return ErrnoError("read", errno);
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
-  size_t body = resp.find("\r\n\r\n");
-  if (resp.compare(0, 12, "HTTP/1.0 200") != 0 && resp.compare(0, 12, "HTTP/1.1 200") != 0) {
-    return UnavailableError("GET " + path + ": " + resp.substr(0, resp.find('\r')));
-  }
-  return body == std::string::npos ? std::string() : resp.substr(body + 4);
-}
-
-int FreePort() {
-  auto l = ListenTcp("127.0.0.1", 0);
-  return l.ok() ? l->port : 0;  // closed on return; Prometheus binds it next
-}
+using weft::testing::FreePort;
+using weft::testing::HttpGet;
 
 class MetricsTest : public ::testing::Test {
  protected:
