@@ -146,7 +146,8 @@ for transport in ("shm", "tcp"):
             row += f" {cell(w, 'busbw', 3)} | {cell(m, 'busbw', 3)} | {ratio:.2f}× |"
             gr = None
             if transport == "tcp":
-                gr = (w["busbw"] / g[1]["busbw"]) if w and g and g[1]["busbw"] > 0 else float("nan")
+                gr = ((w["busbw"] / g[1]["busbw"]) if w and g and g[1]["busbw"] > 0
+                      else (g[1]["p50"] / w["p50"] if w and g else float("nan")))
                 row += f" {gr:.2f}× |"
             if transport == "shm" and ranks == 2:
                 row += f" {100 * w['busbw'] / mem_bound:.0f}% |" if w else " - |"
