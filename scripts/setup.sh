@@ -25,6 +25,10 @@ packages=(
   libucx-dev        # the ucx transport (WEFT_WITH_UCX): tcp, shared memory, InfiniBand/RoCE
 )
 
+# kubectl for the deploy/ and Kubernetes launch tests: Debian's kubernetes-client, unless some
+# kubectl is already installed (a newer one from elsewhere would conflict with it).
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
+
 bench_packages=(
   libopenmpi-dev openmpi-bin  # the Open MPI baseline (MPI_Allreduce, mpirun)
   libgloo-dev                 # the Gloo baseline

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # deploy/ checks: Prometheus config and alert rules pass promtool; every kustomization renders
-# with `kubectl kustomize` and yields the objects it promises. Exit 77 (ctest: skipped) with a
-# loud message when a tool is missing; scripts/setup.sh installs both.
+# with `kubectl kustomize` and yields the objects it promises. A missing tool is a failure;
+# scripts/setup.sh installs both.
 set -euo pipefail
 deploy="$1"
 fail() { echo "deploy_check: FAILED: $*" >&2; exit 1; }
 for tool in promtool kubectl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "!!! deploy_check: $tool NOT FOUND; deploy/ was NOT checked (run scripts/setup.sh) !!!" >&2
-    exit 77
-  fi
+  command -v "$tool" >/dev/null 2>&1 || fail "$tool not found; deploy/ cannot be checked (run scripts/setup.sh)"
 done
 promtool check config "$deploy/prometheus/prometheus.yml" || fail "promtool check config"
 promtool check rules "$deploy"/prometheus/rules/*.yml || fail "promtool check rules"

@@ -209,7 +209,7 @@ std::string Kustomize(const std::string& manifest, const std::string& tag) {
 bool HaveKubectl() { return std::system("kubectl version --client >/dev/null 2>&1") == 0; }
 
 TEST(KubernetesManifestTest, IndexedJobWithHeadlessServiceRendersWithKustomize) {
-  if (!HaveKubectl()) GTEST_SKIP() << "kubectl not installed (scripts/setup.sh installs it)";
+  ASSERT_TRUE(HaveKubectl()) << "kubectl not found: run scripts/setup.sh (kubernetes-client)";
   std::vector<Node> nodes = {MakeNode("node-a", "ha", "10.0.0.1", 2),
                              MakeNode("node-b", "hb", "10.0.0.2", 2)};
   Job j = PlacedJob(Launcher::kKubernetes, {"node-a", "node-a", "node-b", "node-b"});
@@ -264,7 +264,7 @@ TEST(KubernetesManifestTest, IndexedJobWithHeadlessServiceRendersWithKustomize) 
 }
 
 TEST(KubernetesManifestTest, MpiJobRendersWithKustomize) {
-  if (!HaveKubectl()) GTEST_SKIP() << "kubectl not installed (scripts/setup.sh installs it)";
+  ASSERT_TRUE(HaveKubectl()) << "kubectl not found: run scripts/setup.sh (kubernetes-client)";
   std::vector<Node> nodes = {MakeNode("node-a", "ha", "10.0.0.1", 2),
                              MakeNode("node-b", "hb", "10.0.0.2", 2),
                              MakeNode("node-c", "hc", "10.0.0.3", 2)};
