@@ -1,5 +1,7 @@
 #include "transport/transport.h"
 
+#include <thread>
+
 namespace weft::transport {
 namespace {
 
@@ -19,6 +21,25 @@ class PlainRegion : public MemoryRegion {
 Result<std::unique_ptr<MemoryRegion>> Transport::RegisterMemory(void* data, size_t size) {
   if (data == nullptr && size > 0) return InvalidArgumentError("RegisterMemory: null buffer");
   return std::unique_ptr<MemoryRegion>(new PlainRegion(data, size));
+}
+
+bool RanksFitCores(int local_ranks) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return cores > 0 && local_ranks <= cores;
+}
+
+Status ConnectFailure(const std::string& who, const std::map<int, Status>& failures) {
+  std::string ranks, details;
+  StatusCode code = StatusCode::kDeadlineExceeded;
+  for (const auto& [rank, s] : failures) {
+    ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
+    details += (details.empty() ? "rank " : "; rank ") + std::to_string(rank) + ": " + s.message();
+    if (s.code() != StatusCode::kDeadlineExceeded && code == StatusCode::kDeadlineExceeded) {
+      code = s.code();
+    }
+  }
+  return Status(code, who + ": Connect() failed; " + (failures.size() == 1 ? "rank " : "ranks ") +
+                          ranks + " did not connect (" + details + ")");
 }
 
 }  // namespace weft::transport

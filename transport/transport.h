@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -126,5 +127,15 @@ std::vector<std::string> AvailableTransports();
 // Creates a transport by name; NotFound listing the available ones for an unknown name.
 Result<std::unique_ptr<Transport>> CreateTransport(std::string_view name,
                                                    const TransportConfig& config);
+
+// Whether `local_ranks` ranks on this host (this one included) each have a core: the machine's
+// cores, not this thread's affinity (a launcher binding each rank to a core of its own is the case
+// where spinning is right). Waiters may then spin without yielding; otherwise they must yield.
+bool RanksFitCores(int local_ranks);
+
+// The error of a Connect() some peers did not complete: "<who>: Connect() failed; ranks 2, 3 did
+// not connect (rank 2: ...; rank 3: ...)", with the first code other than DeadlineExceeded among
+// `failures` (rank -> why), else DeadlineExceeded. `failures` must not be empty.
+Status ConnectFailure(const std::string& who, const std::map<int, Status>& failures);
 
 }  // namespace weft::transport

@@ -93,6 +93,19 @@ struct BcastLayout {
   bool interleaved;
 };
 
+std::string LayoutName(const ::testing::TestParamInfo<BcastLayout>& info) {
+  return std::to_string(info.param.hosts) + "hosts_" + std::to_string(info.param.per_host) +
+         "each_" + (info.param.arena ? "arena" : "transports") +
+         (info.param.interleaved ? "_interleaved" : "");
+}
+
+// The layouts both suites run: contiguous and interleaved hosts, arena and transports.
+const auto kLayouts = ::testing::Values(BcastLayout{2, 2, true, false},
+                                        BcastLayout{3, 2, true, true},
+                                        BcastLayout{2, 3, true, true},
+                                        BcastLayout{3, 2, false, false},
+                                        BcastLayout{2, 3, false, true});
+
 class HierarchicalBroadcast : public ::testing::TestWithParam<BcastLayout> {};
 
 TEST_P(HierarchicalBroadcast, EveryRootMatches) {
@@ -138,17 +151,8 @@ TEST_P(HierarchicalBroadcast, EveryRootMatches) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HierarchicalBroadcast,
-                         ::testing::Values(BcastLayout{2, 2, true, false},
-                                           BcastLayout{3, 2, true, true},
-                                           BcastLayout{2, 3, true, true},
-                                           BcastLayout{3, 2, false, false},
-                                           BcastLayout{2, 3, false, true}),
-                         [](const auto& info) {
-                           return std::to_string(info.param.hosts) + "hosts_" +
-                                  std::to_string(info.param.per_host) + "each_" +
-                                  (info.param.arena ? "arena" : "transports") +
-                                  (info.param.interleaved ? "_interleaved" : "");
-                         });
+                         kLayouts,
+                         LayoutName);
 
 // All-gather over the same layouts: every rank's block lands at its rank's place, whatever host
 // and local rank it has (interleaved layouts put the ranks of a host far apart).
@@ -201,17 +205,8 @@ TEST_P(HierarchicalAllGather, EveryBlockInPlace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HierarchicalAllGather,
-                         ::testing::Values(BcastLayout{2, 2, true, false},
-                                           BcastLayout{3, 2, true, true},
-                                           BcastLayout{2, 3, true, true},
-                                           BcastLayout{3, 2, false, false},
-                                           BcastLayout{2, 3, false, true}),
-                         [](const auto& info) {
-                           return std::to_string(info.param.hosts) + "hosts_" +
-                                  std::to_string(info.param.per_host) + "each_" +
-                                  (info.param.arena ? "arena" : "transports") +
-                                  (info.param.interleaved ? "_interleaved" : "");
-                         });
+                         kLayouts,
+                         LayoutName);
 
 TEST(HierarchicalUneven, FallsBackToFlatAndStaysCorrect) {
   // Hosts of 2 and 1 ranks: shards would not line up, so the flat algorithms run.

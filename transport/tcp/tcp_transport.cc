@@ -429,12 +429,10 @@ Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
   for (const PeerInfo& p : peers) {
     local_ranks += config_.host_id.empty() || p.host_id == config_.host_id ? 1 : 0;
   }
-  // The machine's cores, not this thread's affinity: a launcher that binds each rank to a core
-  // of its own is the case where spinning on it is right. Where ranks outnumber cores, waiters
-  // yield as they poll and the sockets stay armed (TcpPeer poll mode would only add latency:
-  // measured, 4 ranks on 2 cores, 8-byte all-reduce 97 -> 119 us).
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  const bool spin_tight = cores > 0 && local_ranks <= cores;
+  // Where ranks outnumber cores, waiters yield as they poll and the sockets stay armed (TcpPeer
+  // poll mode would only add latency: measured, 4 ranks on 2 cores, 8-byte all-reduce 97 -> 119
+  // us).
+  const bool spin_tight = RanksFitCores(local_ranks);
 
   std::vector<TcpPeer*> mine;
   {
@@ -520,18 +518,7 @@ Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
   }
   if (!aborted.ok()) return aborted;
   if (!failures.empty()) {
-    std::string ranks, details;
-    StatusCode code = StatusCode::kDeadlineExceeded;
-    for (auto& [rank, s] : failures) {
-      ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
-      details +=
-          (details.empty() ? "rank " : "; rank ") + std::to_string(rank) + ": " + s.message();
-      if (s.code() != StatusCode::kDeadlineExceeded && code == StatusCode::kDeadlineExceeded) {
-        code = s.code();
-      }
-    }
-    Status err(code, who_ + ": Connect() failed; " + (failures.size() == 1 ? "rank " : "ranks ") +
-                         ranks + " did not connect (" + details + ")");
+    Status err = ConnectFailure(who_, failures);
     for (TcpPeer* p : mine) p->Abort(err);
     return err;
   }

@@ -590,18 +590,7 @@ Result<std::vector<Peer*>> Core::Connect(const std::vector<PeerInfo>& infos, Dea
     }
   }
   if (!failures.empty()) {
-    std::string ranks, details;
-    StatusCode code = StatusCode::kDeadlineExceeded;
-    for (auto& [rank, s] : failures) {
-      ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
-      details +=
-          (details.empty() ? "rank " : "; rank ") + std::to_string(rank) + ": " + s.message();
-      if (s.code() != StatusCode::kDeadlineExceeded && code == StatusCode::kDeadlineExceeded) {
-        code = s.code();
-      }
-    }
-    Status err(code, who_ + ": Connect() failed; " + (failures.size() == 1 ? "rank " : "ranks ") +
-                         ranks + " did not connect (" + details + ")");
+    Status err = ConnectFailure(who_, failures);
     // Refuse them all: a half-connected transport is of no use to the caller.
     for (Peer* p : mine) {
       FailPeer(p, err, /*keep_arrived=*/false);
@@ -622,10 +611,7 @@ Result<std::vector<Peer*>> Core::Connect(const std::vector<PeerInfo>& infos, Dea
   WakeIfSleeping();
   int local_ranks = 1;
   for (Peer* p : mine) local_ranks += p->same_host ? 1 : 0;
-  // The machine's cores, not this thread's affinity: a launcher that binds each rank to a core
-  // of its own is the case where spinning on it is right.
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  spin_tight_.store(cores > 0 && local_ranks <= cores, std::memory_order_relaxed);
+  spin_tight_.store(RanksFitCores(local_ranks), std::memory_order_relaxed);
   WEFT_LOG(INFO) << who_ << ": connected to " << mine.size() << " peers";
   return mine;
 }
