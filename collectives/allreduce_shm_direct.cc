@@ -3,7 +3,9 @@
 //   cache line); when all are up, every rank reduces all n slots itself, in rank order (so all
 //   ranks compute the same bits), straight into its output, and raises done. No messages, no
 //   system calls: one cache-line hand-off per peer.
-//   Cost: α_cacheline + n·N/B_cache (each rank reads every slot); best while n·N is small.
+//   Cost: α_cacheline + n·N/B_cache (each rank reads every slot); best while n·N is small. Up to
+//   56 bytes travel inside the ready flag's own cache line instead of a slot, so a peer's flag
+//   and data arrive in one cache-line transfer, not two dependent ones.
 #include <cstring>
 
 #include "base/reduce_kernels.h"
@@ -20,17 +22,22 @@ Status AllReduceShmDirect(OpContext& ctx, const void* sendbuf, void* recvbuf, si
   const int n = arena.size();
   const size_t bytes = count * DTypeSize(dtype);
   const uint64_t seq = arena.NextSeq();
+  // A vector that fits a flag's cache line travels in it (one line transfer per peer); a larger
+  // one goes through the slots.
+  const bool in_line = bytes <= internal::LocalArena::kInlineBytes;
+  const Flag ready = in_line ? internal::LocalArena::InlineFlag(seq) : Flag::kReady;
+  auto data = [&](int r) { return in_line ? arena.InlineData(r, seq) : arena.Slot(r, seq); };
   WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
-  if (bytes > 0) std::memcpy(arena.Slot(arena.rank(), seq), sendbuf, bytes);
+  if (bytes > 0) std::memcpy(data(arena.rank()), sendbuf, bytes);
   ctx.ArenaWrote(bytes);
-  arena.Set(Flag::kReady, seq);
-  WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
+  arena.Set(ready, seq);
+  WEFT_RETURN_IF_ERROR(ctx.WaitArena(ready, seq));
   auto* out = static_cast<uint8_t*>(recvbuf);
   if (bytes > 0 && n == 1) {
-    std::memcpy(out, arena.Slot(0, seq), bytes);
+    std::memcpy(out, data(0), bytes);
   } else if (bytes > 0) {
-    ReduceInto(dtype, op, out, arena.Slot(0, seq), arena.Slot(1, seq), count);
-    for (int r = 2; r < n; ++r) ReduceInto(dtype, op, out, out, arena.Slot(r, seq), count);
+    ReduceInto(dtype, op, out, data(0), data(1), count);
+    for (int r = 2; r < n; ++r) ReduceInto(dtype, op, out, out, data(r), count);
   }
   arena.Set(Flag::kDone, seq);
   if (op == ReduceOp::kAvg && bytes > 0) DivideByCount(dtype, out, count, n);

@@ -1,6 +1,11 @@
 #include "collectives/internal/comm_impl.h"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <climits>
+#include <ctime>
 
 #include <algorithm>
 #include <cstring>
@@ -53,6 +58,62 @@ WEFT_ENV_KNOB(kShmCollSpinKnob, "WEFT_SHM_COLL_SPIN_US", "50",
               "microseconds an arena wait spins on the flags before sleeping on a futex");
 
 constexpr int kSliceMs = 50;
+
+// Recycles the blocks of Work states (shared_ptr control block and state in one) through a small
+// per-thread cache: issuing a small collective then costs no malloc/free pair. A block freed on
+// another thread joins that thread's cache. The cache itself is trivially destructible, so a
+// state released late in a thread's exit (or during static destruction) still finds it; its
+// blocks are returned to the heap by a second thread-local's destructor, after which the thread
+// stops caching.
+struct BlockCache {
+  static constexpr int kMax = 64;
+  void* blocks[kMax];
+  int count;
+  bool closed;
+};
+thread_local BlockCache t_block_cache;  // zero-initialised
+struct BlockCacheReaper {
+  BlockCacheReaper() = default;
+  ~BlockCacheReaper() {
+    for (int i = 0; i < t_block_cache.count; ++i) ::operator delete(t_block_cache.blocks[i]);
+    t_block_cache.count = 0;
+    t_block_cache.closed = true;
+  }
+};
+thread_local BlockCacheReaper t_block_cache_reaper;
+
+template <typename T>
+struct RecyclingAllocator {
+  using value_type = T;
+  RecyclingAllocator() = default;
+  template <typename U>
+  RecyclingAllocator(const RecyclingAllocator<U>&) {}  // NOLINT(google-explicit-constructor)
+  // Every block has one size: only one type (WorkState's control block) is allocated this way.
+  T* allocate(size_t n) {
+    BlockCache& c = t_block_cache;
+    if (n == 1 && c.count > 0) return static_cast<T*>(c.blocks[--c.count]);
+    return static_cast<T*>(::operator new(n * sizeof(T)));
+  }
+  void deallocate(T* p, size_t n) {
+    BlockCache& c = t_block_cache;
+    if (n == 1 && !c.closed && c.count < BlockCache::kMax) {
+      if (c.count == 0) (void)&t_block_cache_reaper;  // constructs it: frees the blocks at exit
+      c.blocks[c.count++] = p;
+      return;
+    }
+    ::operator delete(p);
+  }
+  template <typename U>
+  bool operator==(const RecyclingAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const RecyclingAllocator<U>&) const { return false; }
+};
+
+template <typename... Args>
+std::shared_ptr<WorkState> NewWorkState(Args&&... args) {
+  return std::allocate_shared<WorkState>(RecyclingAllocator<WorkState>(),
+                                         std::forward<Args>(args)...);
+}
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
@@ -384,6 +445,9 @@ void CommShared::Fail(const Status& status, int culprit) {
 OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, Deadline deadline)
     : comm_(comm), op_name_(op_name), seq_(seq), label_seq_(seq), deadline_(deadline) {}
 
+OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, int64_t timeout_ms)
+    : comm_(comm), op_name_(op_name), seq_(seq), label_seq_(seq), timeout_ms_(timeout_ms) {}
+
 Hierarchy* OpContext::hierarchy() const { return comm_.hierarchy(); }
 int64_t OpContext::rd_max_bytes() const { return comm_.shared().options().rd_max_bytes; }
 
@@ -392,7 +456,7 @@ Result<bool> OpContext::ArenaSingleCopy(size_t bytes) {
   if (min == 0 || bytes < min || bytes > comm_.shared().options().shm_single_copy_max_bytes) {
     return false;
   }
-  auto r = comm_.arena()->SingleCopy(deadline_);
+  auto r = comm_.arena()->SingleCopy(deadline());
   if (!r.ok()) return r.status().WithContext(OpLabel());
   return r;
 }
@@ -420,7 +484,7 @@ Status OpContext::ArenaWritable(uint64_t seq) {
 Status OpContext::WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank) {
   LocalArena* a = comm_.arena();
   auto check = [this]() { return comm_.shared().CheckFailed(); };
-  Status s = a->Wait(flag, seq, deadline_, check, only_rank);
+  Status s = a->Wait(flag, seq, deadline(), check, only_rank);
   if (s.ok()) return s;
   if (s.code() == StatusCode::kDeadlineExceeded) {
     double secs = static_cast<double>(comm_.shared().options().timeout_ms) / 1000.0;
@@ -477,7 +541,7 @@ Status OpContext::FailureOf(const Pending& p, const Status& s) {
 
 Status OpContext::Wait(Pending& p) {
   while (true) {
-    Deadline slice = Deadline::AfterMs(kSliceMs).Min(deadline_);
+    Deadline slice = Deadline::AfterMs(kSliceMs).Min(deadline());
     Status s = p.req->Wait(slice);
     if (s.ok()) return s;
     if (s.code() != StatusCode::kDeadlineExceeded || p.req->Test()) {
@@ -487,7 +551,7 @@ Status OpContext::Wait(Pending& p) {
     }
     Status shared = comm_.shared().CheckFailed();
     if (!shared.ok()) return Status(shared.code(), OpLabel() + " failed: " + shared.message());
-    if (deadline_.Expired()) return DeadlineExceededError("");  // WaitAll names the peers
+    if (deadline().Expired()) return DeadlineExceededError("");  // WaitAll names the peers
   }
 }
 
@@ -527,23 +591,28 @@ Status OpContext::WaitAll(std::vector<Pending>& ps) {
 // ---------------------------------------------------------------------------------------------
 // WorkState
 
-void WorkState::Complete(Status s) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    status_ = std::move(s);
-    done_.store(true, std::memory_order_release);
-  }
-  cv_.notify_all();
+static void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) {
+  const auto ns = timeout.count();
+  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts, nullptr,
+          0);
 }
 
-Status WorkState::status() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return status_;
+void WorkState::Complete(Status s) {
+  status_ = std::move(s);
+  // seq_cst on both sides (here and the sleeper's sleepers_/done_): either the sleeper sees done_
+  // before it sleeps, or we see it counted and wake it.
+  done_.store(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&done_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
+  }
 }
 
 Status WorkState::Wait(Deadline deadline) {
+  if (done()) return status_;
   auto c = comm.lock();
-  if (!done() && c) c->TryRunInline(this);
+  if (c) c->TryRunInline(this);
   // Spin briefly: most small collectives finish within microseconds of the wait.
   for (int i = 0; i < 2000 && !done(); ++i) {
 #if defined(__x86_64__)
@@ -552,20 +621,19 @@ Status WorkState::Wait(Deadline deadline) {
   }
   // Then sleep, waking now and then to run this operation if the thread that was running an
   // earlier one has finished it without starting ours.
-  auto nap = std::chrono::microseconds(50);
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!done_.load(std::memory_order_acquire)) {
+  auto nap = std::chrono::nanoseconds(50000);
+  while (!done()) {
     if (deadline.Expired()) {
       return DeadlineExceededError(std::string(name) + " #" + std::to_string(seq) +
                                    " still running at the caller's deadline");
     }
-    cv_.wait_until(lock, std::min(deadline.when(), Clock::now() + nap));
-    nap = std::min(nap * 2, std::chrono::microseconds(20000));
-    if (c && !done_.load(std::memory_order_acquire)) {
-      lock.unlock();
-      c->TryRunInline(this);
-      lock.lock();
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    if (done_.load(std::memory_order_seq_cst) == 0) {
+      FutexWait(&done_, 0, std::min<std::chrono::nanoseconds>(nap, deadline.Remaining()));
     }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    nap = std::min<std::chrono::nanoseconds>(nap * 2, std::chrono::milliseconds(20));
+    if (c && !done()) c->TryRunInline(this);
   }
   return status_;
 }
@@ -636,17 +704,18 @@ Result<Work> CommImpl::Issue(metrics::OpName name, bool collective, WorkState::F
   metrics::Algo algo = metrics::Algo::kUnspecified;
   if (p2p) algo = metrics::Algo::kDirect;
   if (name.op == metrics::Op::kGroup) algo = metrics::Algo::kGroup;
-  auto state = std::make_shared<WorkState>(name, algo, 0, std::move(fn), weak_from_this());
+  auto state = NewWorkState(name, algo, 0u, std::move(fn), weak_from_this());
   state->p2p = p2p;
   return Enqueue(std::move(state), collective);
 }
 
 Result<Work> CommImpl::Issue(metrics::OpName name, metrics::Algo algo, WorkState::Fn fn) {
-  return Enqueue(std::make_shared<WorkState>(name, algo, 0, std::move(fn), weak_from_this()),
+  return Enqueue(NewWorkState(name, algo, 0u, std::move(fn), weak_from_this()),
                  /*collective=*/true);
 }
 
 Result<Work> CommImpl::Enqueue(std::shared_ptr<WorkState> state, bool collective) {
+  Work work(state);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) {
@@ -654,15 +723,15 @@ Result<Work> CommImpl::Enqueue(std::shared_ptr<WorkState> state, bool collective
     }
     if (collective) state->seq = next_seq_++;
     if (group_depth_ > 0) {
-      group_ops_.push_back(state);
-      return Work(state);
+      group_ops_.push_back(std::move(state));
+      return work;
     }
-    state->queued_at = Clock::now();
-    queue_.push_back(state);
+    state->ticket = ++next_ticket_;
+    queue_.push_back(std::move(state));
   }
   // No wake-up here: a caller that waits runs the operation itself (no thread hand-off on the
   // latency path); the worker polls and starts operations nobody waits for (overlap).
-  return Work(state);
+  return work;
 }
 
 void CommImpl::GroupStart() {
@@ -732,7 +801,7 @@ Status CommImpl::Run(WorkState& state) {
     return Status(err.code(), std::string(state.name) + " #" + std::to_string(state.seq) +
                                   " not run: communicator failed earlier: " + err.message());
   }
-  OpContext ctx(*this, state.name, state.seq, Deadline::AfterMs(shared_->options().timeout_ms));
+  OpContext ctx(*this, state.name, state.seq, shared_->options().timeout_ms);
   Status s = state.fn(ctx);
   if (!s.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -778,41 +847,40 @@ void CommImpl::TryRunInline(WorkState* state) {
     std::shared_ptr<WorkState> next;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (running_ || queue_.empty()) return;
-      next = queue_.front();
+      if (running_.load(std::memory_order_relaxed) || queue_.empty()) return;
+      next = std::move(queue_.front());
       queue_.pop_front();
-      running_ = true;
+      running_.store(true, std::memory_order_relaxed);
     }
     Execute(next);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      running_ = false;
-    }
+    // Without the lock: the worker polls, and a waiter that found it set tries again.
+    running_.store(false, std::memory_order_release);
     if (next.get() == state) return;
   }
 }
 
 void CommImpl::WorkerLoop() {
+  // Starts an operation nobody has started within one to two polls of its queueing (so callers
+  // that do not wait still progress), and drains the queue on shutdown.
   const auto poll = std::chrono::microseconds(kProgressPollKnob.GetInt());
+  uint64_t seen = 0;  // ticket at the front of the queue at the previous poll
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    if (stop_ && queue_.empty() && !running_) return;
-    if (!running_ && !queue_.empty() &&
-        (stop_ || Clock::now() - queue_.front()->queued_at >= poll)) {
-      auto state = queue_.front();
+    const bool running = running_.load(std::memory_order_acquire);
+    if (stop_ && queue_.empty() && !running) return;
+    if (!running && !queue_.empty() && (stop_ || queue_.front()->ticket == seen)) {
+      auto state = std::move(queue_.front());
       queue_.pop_front();
-      running_ = true;
+      running_.store(true, std::memory_order_relaxed);
       lock.unlock();
       Execute(state);
+      running_.store(false, std::memory_order_release);
+      state.reset();
       lock.lock();
-      running_ = false;
       continue;
     }
-    if (queue_.empty() && !stop_) {
-      cv_.wait_for(lock, poll);
-    } else {
-      cv_.wait_until(lock, queue_.empty() ? Clock::now() + poll : queue_.front()->queued_at + poll);
-    }
+    seen = queue_.empty() ? 0 : queue_.front()->ticket;
+    cv_.wait_for(lock, poll);
   }
 }
 

@@ -9,9 +9,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "base/deadline.h"
@@ -133,6 +135,9 @@ struct Pending {
 class OpContext {
  public:
   OpContext(CommImpl& comm, const char* op_name, uint32_t seq, Deadline deadline);
+  // The deadline is `timeout_ms` from the first wait (read off the clock then, not on the latency
+  // path of an operation that never has to wait).
+  OpContext(CommImpl& comm, const char* op_name, uint32_t seq, int64_t timeout_ms);
   int rank() const;
   int size() const;
   size_t chunk_bytes() const;
@@ -150,12 +155,12 @@ class OpContext {
   uint8_t* Scratch(size_t bytes, int slot);
   // A context for another operation of the same communicator, sharing this deadline.
   OpContext ForOp(const char* op_name, uint32_t seq) const {
-    return OpContext(comm_, op_name, seq, deadline_);
+    return OpContext(comm_, op_name, seq, deadline());
   }
   // A context for a phase of this operation run on a child (local or cross) communicator: same
   // name, deadline and sequence number in messages; `seq` tags its messages.
   OpContext ForChild(CommImpl& child, uint32_t seq) const {
-    OpContext c(child, op_name_, seq, deadline_);
+    OpContext c(child, op_name_, seq, deadline());
     c.label_seq_ = label_seq_;
     return c;
   }
@@ -189,11 +194,82 @@ class OpContext {
 
  private:
   Status FailureOf(const Pending& p, const Status& s);
+  // The operation's deadline, fixed on first use.
+  const Deadline& deadline() const {
+    if (timeout_ms_ >= 0) {
+      deadline_ = Deadline::AfterMs(timeout_ms_);
+      timeout_ms_ = -1;
+    }
+    return deadline_;
+  }
   CommImpl& comm_;
   const char* op_name_;
   uint32_t seq_;
   uint32_t label_seq_;
-  Deadline deadline_;
+  mutable int64_t timeout_ms_ = -1;  // >= 0 until the deadline is fixed
+  mutable Deadline deadline_ = Deadline::Infinite();
+};
+
+// A move-only callable Status(OpContext&), stored inline when small: issuing an operation does
+// not allocate for it (std::function would, for any lambda over 16 bytes).
+class OpFn {
+ public:
+  OpFn() = default;
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, OpFn>>>
+  OpFn(F&& f) {  // NOLINT(google-explicit-constructor): lambdas convert, as to std::function
+    using T = std::decay_t<F>;
+    if constexpr (sizeof(T) <= kInlineBytes && alignof(T) <= alignof(std::max_align_t) &&
+                  std::is_nothrow_move_constructible_v<T>) {
+      new (buf_) T(std::forward<F>(f));
+      call_ = [](void* p, OpContext& c) { return (*static_cast<T*>(p))(c); };
+      manage_ = [](void* dst, void* src) {
+        if (dst != nullptr) new (dst) T(std::move(*static_cast<T*>(src)));
+        static_cast<T*>(src)->~T();
+      };
+    } else {
+      *reinterpret_cast<T**>(buf_) = new T(std::forward<F>(f));
+      call_ = [](void* p, OpContext& c) { return (**static_cast<T**>(p))(c); };
+      manage_ = [](void* dst, void* src) {
+        if (dst != nullptr) {
+          *static_cast<T**>(dst) = *static_cast<T**>(src);
+        } else {
+          delete *static_cast<T**>(src);
+        }
+      };
+    }
+  }
+  OpFn(OpFn&& o) noexcept { MoveFrom(o); }
+  OpFn& operator=(OpFn&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      MoveFrom(o);
+    }
+    return *this;
+  }
+  OpFn(const OpFn&) = delete;
+  OpFn& operator=(const OpFn&) = delete;
+  ~OpFn() { Reset(); }
+  explicit operator bool() const { return call_ != nullptr; }
+  Status operator()(OpContext& c) { return call_(buf_, c); }
+
+ private:
+  static constexpr size_t kInlineBytes = 64;
+  void Reset() {
+    if (manage_ != nullptr) manage_(nullptr, buf_);
+    call_ = nullptr;
+    manage_ = nullptr;
+  }
+  void MoveFrom(OpFn& o) {
+    if (o.manage_ != nullptr) o.manage_(buf_, o.buf_);
+    call_ = o.call_;
+    manage_ = o.manage_;
+    o.call_ = nullptr;
+    o.manage_ = nullptr;
+  }
+  alignas(std::max_align_t) unsigned char buf_[kInlineBytes];
+  Status (*call_)(void*, OpContext&) = nullptr;
+  // Moves the callable from src into dst (raw storage) and ends src's; dst null: just ends src's.
+  void (*manage_)(void* dst, void* src) = nullptr;
 };
 
 // A point-to-point transfer, described so that a group can post it without waiting.
@@ -205,10 +281,11 @@ struct P2POp {
   uint64_t tag = 0;
 };
 
-// The state behind a Work handle.
+// The state behind a Work handle. Completion is one atomic flag; a waiter that has to sleep does
+// so on a futex on it, and Complete() makes a system call only when someone sleeps.
 class WorkState {
  public:
-  using Fn = std::function<Status(OpContext&)>;
+  using Fn = OpFn;
   WorkState(metrics::OpName name, metrics::Algo algo, uint32_t seq, Fn fn,
             std::weak_ptr<CommImpl> comm)
       : name(name.text),
@@ -217,26 +294,27 @@ class WorkState {
         seq(seq),
         fn(std::move(fn)),
         comm(std::move(comm)) {}
+  // Records the result and releases waiters. Called once.
   void Complete(Status s);
-  bool done() const { return done_.load(std::memory_order_acquire); }
+  bool done() const { return done_.load(std::memory_order_acquire) != 0; }
   Status Wait(Deadline deadline);
-  Status status() const;
+  // The final status; OK until done.
+  Status status() const { return done() ? status_ : Status::Ok(); }
 
   const char* name;
   metrics::Op op;  // metrics labels, fixed when issued
   metrics::Algo algo;
   uint32_t seq;
   Fn fn;
-  Clock::time_point queued_at;
+  uint64_t ticket = 0;  // position in the communicator's queue, for the worker's poll
   std::weak_ptr<CommImpl> comm;
   // Set for send/recv: a group posts these first and waits on them last.
   std::optional<P2POp> p2p;
 
  private:
-  std::atomic<bool> done_{false};
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  Status status_;
+  std::atomic<uint32_t> done_{0};
+  std::atomic<uint32_t> sleepers_{0};
+  Status status_;  // written before done_ is raised, read after it is seen
 };
 
 // One communicator: a group of world ranks over shared connections, an ordered queue of
@@ -308,7 +386,9 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<WorkState>> queue_;
-  bool running_ = false;
+  // An operation is running (set under mu_ by whoever takes it off the queue; cleared without).
+  std::atomic<bool> running_{false};
+  uint64_t next_ticket_ = 0;
   bool stop_ = false;
   uint32_t next_seq_ = 0;
   int group_depth_ = 0;

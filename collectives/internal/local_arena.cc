@@ -18,9 +18,8 @@
 namespace weft::collectives::internal {
 
 namespace {
-constexpr uint64_t kMagic = 0x776566742d617231ull;  // "weft-ar1"
+constexpr uint64_t kMagic = 0x776566742d617232ull;  // "weft-ar2"
 constexpr int kMaxRanks = 4096;
-constexpr size_t kHeaderBytes = 128 * 1024;
 constexpr uint64_t kProbeValue = 0x70726f62652d6f6bull;  // "probe-ok"
 // What peers read with process_vm_readv to learn whether they may read this process.
 const volatile uint64_t g_cma_probe = kProbeValue;
@@ -182,18 +181,6 @@ void LocalArena::Unlink() {
   unlinked_ = true;
 }
 
-LocalArena::RankFlags* LocalArena::Flags(int r) const {
-  static_assert(sizeof(RankFlags) == 192);
-  return reinterpret_cast<RankFlags*>(base_ + kHeaderBytes) + r;
-}
-
-uint8_t* LocalArena::Slot(int r, uint64_t seq) const {
-  return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * r + (seq & 1));
-}
-
-uint8_t* LocalArena::ResultSlot(uint64_t seq) const {
-  return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * size_ + (seq & 1));
-}
 
 void LocalArena::Publish(std::atomic<uint64_t>* flag, uint64_t seq) {
   flag->store(seq, std::memory_order_release);

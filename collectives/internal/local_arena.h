@@ -47,8 +47,12 @@ class LocalArena {
   // Starts the next step: returns its sequence number (1, 2, ...); parity = seq & 1 picks the
   // slot and result buffer.
   uint64_t NextSeq() { return ++seq_; }
-  uint8_t* Slot(int rank, uint64_t seq) const;
-  uint8_t* ResultSlot(uint64_t seq) const;
+  uint8_t* Slot(int rank, uint64_t seq) const {
+    return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * rank + (seq & 1));
+  }
+  uint8_t* ResultSlot(uint64_t seq) const {
+    return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * size_ + (seq & 1));
+  }
 
   // Each rank's flags, one cache line each, raised to a step's sequence number:
   //   kReady: its slot for the step is written;
@@ -57,7 +61,19 @@ class LocalArena {
   // Every algorithm raises kDone for every step it takes, even one where it reads nothing. The
   // rule that keeps all algorithms safe with each other: before writing its slot or the result
   // buffer for step s, a rank waits until every rank is done with step s-2 (same parity).
-  enum class Flag { kReady = 0, kPart = 1, kDone = 2 };
+  //   kInline0/kInline1: its inline data for a step of that parity is written (InlineData).
+  enum class Flag { kReady = 0, kPart = 1, kDone = 2, kInline0 = 3, kInline1 = 4 };
+
+  // Inline data: up to kInlineBytes of a step's input carried in the cache line of the flag that
+  // announces it, so a reader gets flag and data in one cache-line transfer (the slots would cost
+  // a second, dependent one). Two lines per rank, by step parity, under the same reuse rule as
+  // the slots.
+  static constexpr size_t kInlineBytes = 56;
+  static Flag InlineFlag(uint64_t seq) { return (seq & 1) ? Flag::kInline1 : Flag::kInline0; }
+  uint8_t* InlineData(int r, uint64_t seq) const {
+    return reinterpret_cast<uint8_t*>(&Flags(r)->line[static_cast<int>(InlineFlag(seq))]) +
+           sizeof(uint64_t);
+  }
 
   // Single copy: whether every rank can read every other rank's memory with process_vm_readv
   // (same user, no ptrace restriction). Collective: the first call (every rank makes it in the
@@ -79,15 +95,28 @@ class LocalArena {
  private:
   struct alignas(64) FlagLine {
     std::atomic<uint64_t> value;
-    char pad[56];
+    char pad[56];  // inline data, for the kInline lines
   };
   struct RankFlags {
-    FlagLine line[3];
+    FlagLine line[5];
   };
+  static_assert(sizeof(FlagLine) == 64 && sizeof(RankFlags) == 320);
+  static constexpr size_t kHeaderBytes = 128 * 1024;
   struct Header;
 
   LocalArena() = default;
-  RankFlags* Flags(int r) const;
+  RankFlags* Flags(int r) const {
+    return reinterpret_cast<RankFlags*>(base_ + kHeaderBytes) + r;
+  }
+  // What a finished wait teaches about kDone: a rank raises any flag of step s only after its
+  // kDone of step s-1 (every algorithm runs its steps in order and ends each with kDone), so
+  // seeing every rank's flag at s means every rank is done with s-1. A later wait for kDone
+  // that this already answers reads no peer's cache line.
+  void Learned(Flag f, uint64_t seq, int only_rank) {
+    if (only_rank >= 0) return;
+    const uint64_t done = f == Flag::kDone ? seq : seq - 1;
+    if (done > known_done_) known_done_ = done;
+  }
   std::atomic<uint64_t>& Cell(int r, Flag f) const {
     return Flags(r)->line[static_cast<int>(f)].value;
   }
@@ -103,6 +132,7 @@ class LocalArena {
   size_t slot_bytes_ = 0;
   int spin_us_ = 50;
   uint64_t seq_ = 0;
+  uint64_t known_done_ = 0;  // every rank has raised kDone at least this far (see Learned)
   uint8_t* base_ = nullptr;
   size_t bytes_ = 0;
   Header* header_ = nullptr;
@@ -115,14 +145,21 @@ class LocalArena {
 
 template <typename Check>
 Status LocalArena::Wait(Flag f, uint64_t seq, Deadline deadline, Check&& check, int only_rank) {
-  if (AllReached(f, seq, only_rank)) return Status::Ok();
+  if (f == Flag::kDone && known_done_ >= seq) return Status::Ok();
+  if (AllReached(f, seq, only_rank)) {
+    Learned(f, seq, only_rank);
+    return Status::Ok();
+  }
   // Spin first: with the peers running on other cores the flags flip within a microsecond. After
   // a short pure spin, yield between polls: with more ranks than cores the peer we wait for may
   // need this very core.
   const auto spin_until = Clock::now() + std::chrono::microseconds(spin_us_);
   int polls = 0;
   while (true) {
-    if (AllReached(f, seq, only_rank)) return Status::Ok();
+    if (AllReached(f, seq, only_rank)) {
+      Learned(f, seq, only_rank);
+      return Status::Ok();
+    }
     if (++polls < 256) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
@@ -136,13 +173,14 @@ Status LocalArena::Wait(Flag f, uint64_t seq, Deadline deadline, Check&& check, 
     SleepOnce(f, seq, only_rank);
     bool dead = false;
     std::string missing = Missing(f, seq, only_rank, &dead);
-    if (missing.empty()) break;
+    if (missing.empty()) break;  // reached (Learned below)
     if (dead) return UnavailableError(missing + " (shm arena)");
     WEFT_RETURN_IF_ERROR(check());
     if (deadline.Expired()) {
       return DeadlineExceededError("waiting for " + missing + " (shm arena)");
     }
   }
+  Learned(f, seq, only_rank);
   return Status::Ok();
 }
 
