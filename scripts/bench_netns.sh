@@ -7,20 +7,25 @@
 # 64 MiB (x4), with the tuner's choice (hierarchical when ranks span hosts) and with WEFT_ALGO=ring
 # (flat ring), WEFT_TRANSPORT=shm,tcp; writes raw JSON lines, the tuner's --explain output and a
 # markdown table (medians with min-max over the repeats) to OUT (default bench/results/netns).
-#   scripts/bench_netns.sh [--repeats N] [--iters N] [--out DIR] [--bin DIR]
+# --link-rate RATE (tc rate: 1gbit, 2gbit, 500mbit) shapes each host's link in both directions
+# with a token bucket (tc tbf), so crossing hosts costs what it does on a real cluster's network
+# rather than a memcpy on the same two cores (unshaped veth runs as fast as shared memory here).
+#   scripts/bench_netns.sh [--repeats N] [--iters N] [--link-rate RATE] [--out DIR] [--bin DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=3
 iters=10
 out=bench/results/netns
 bin=${WEFT_BIN_DIR:-build/bin}
+rate=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeats) repeats=$2; shift 2 ;;
     --iters) iters=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --link-rate) rate=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
-    *) echo "usage: scripts/bench_netns.sh [--repeats N] [--iters N] [--out DIR] [--bin DIR]" >&2
+    *) echo "usage: scripts/bench_netns.sh [--repeats N] [--iters N] [--link-rate RATE] [--out DIR] [--bin DIR]" >&2
        exit 2 ;;
   esac
 done
@@ -59,6 +64,18 @@ for ((h = 0; h < hosts; h++)); do
   ip -n "$ns" addr add "10.213.0.$((1 + h))/24" dev weft0
   ip -n "$ns" link set weft0 up
   ip -n "$ns" link set lo up
+  if [ -n "$rate" ]; then
+    # Token bucket on both ends of the host's link (host -> switch and switch -> host). The
+    # bucket holds 4 ms of traffic (at least 64 KiB, so a whole GSO segment always fits).
+    bits=$(python3 -c "
+import re, sys
+m = re.fullmatch(r'([0-9.]+)([kmg]?)bit', sys.argv[1].lower())
+if not m: sys.exit('bench_netns: --link-rate wants a tc rate such as 2gbit or 500mbit')
+print(int(float(m[1]) * {'': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9}[m[2]]))" "$rate")
+    burst=$(( bits / 8 / 250 > 65536 ? bits / 8 / 250 : 65536 ))
+    ip netns exec "$ns" tc qdisc add dev weft0 root tbf rate "$rate" burst "$burst" latency 50ms
+    ip netns exec "$sw" tc qdisc add dev "port$h" root tbf rate "$rate" burst "$burst" latency 50ms
+  fi
 done
 
 port=29500
@@ -112,10 +129,10 @@ for ((rep = 1; rep <= repeats; rep++)); do
   done
 done
 
-python3 - "$raw" "$out/report.md" "$out/explain.txt" <<'EOF'
+python3 - "$raw" "$out/report.md" "$out/explain.txt" "$rate" <<'EOF'
 import json, statistics, sys
 from collections import defaultdict
-raw, report, explain = sys.argv[1:4]
+raw, report, explain, rate = sys.argv[1:5]
 rows = defaultdict(list)
 algo = defaultdict(set)
 for line in open(raw):
@@ -131,7 +148,9 @@ lines = [
     "# Multi-host collectives over network namespaces: hierarchical vs flat",
     "",
     f"3 namespace hosts × 2 ranks (6 ranks), WEFT_TRANSPORT=shm,tcp (shm inside a host, TCP over "
-    f"veth + bridge across), float32 (all-reduce: sum), `weft bench COLLECTIVE --latency`, p50 per "
+    f"veth + bridge across"
+    + (f", each host's link shaped to {rate} both ways with tc tbf" if rate else ", links unshaped")
+    + f"), float32 (all-reduce: sum), `weft bench COLLECTIVE --latency`, p50 per "
     f"run; medians over {reps} interleaved repeats with min–max. Default = the tuner's choice; "
     f"flat = WEFT_ALGO=ring (flat ring all-reduce and all-gather). Size = the all-reduce buffer or "
     f"the whole gathered buffer. Speed-up = flat p50 / default p50 (medians).",

@@ -54,6 +54,9 @@ WEFT_ENV_KNOB(kShmSingleCopyKnob, "WEFT_SHM_COLL_SINGLE_COPY_MIN_BYTES", "256K",
 WEFT_ENV_KNOB(kShmSingleCopyMaxKnob, "WEFT_SHM_COLL_SINGLE_COPY_MAX_BYTES", "8M",
               "largest intra-host broadcast or all-gather block that goes single-copy (above it "
               "the slots win: they pass through the cache, a single copy streams through memory)");
+WEFT_ENV_KNOB(kHierSegmentKnob, "WEFT_HIER_SEGMENT_BYTES", "4M",
+              "segment of the pipelined hierarchical all-reduce: from twice this size up, one "
+              "segment crosses hosts while the next is reduced inside the host; 0: no pipeline");
 WEFT_ENV_KNOB(kShmCollSpinKnob, "WEFT_SHM_COLL_SPIN_US", "50",
               "microseconds an arena wait spins on the flags before sleeping on a futex");
 
@@ -203,6 +206,11 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                                     ? options.shm_single_copy_min_bytes
                                     : static_cast<size_t>(kShmSingleCopyKnob.GetBytes());
   o.shm_single_copy_max_bytes = static_cast<size_t>(kShmSingleCopyMaxKnob.GetBytes());
+  o.hier_segment_bytes =
+      options.hier_segment_bytes < 0
+          ? 0
+          : static_cast<size_t>(options.hier_segment_bytes > 0 ? options.hier_segment_bytes
+                                                               : kHierSegmentKnob.GetBytes());
   if (o.shm_direct_max_bytes > o.shm_coll_chunk_bytes) o.shm_direct_max_bytes = o.shm_coll_chunk_bytes;
   for (const auto& t : o.transports) {
     const auto avail = transport::AvailableTransports();
@@ -450,6 +458,9 @@ OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, int64_t 
 
 Hierarchy* OpContext::hierarchy() const { return comm_.hierarchy(); }
 int64_t OpContext::rd_max_bytes() const { return comm_.shared().options().rd_max_bytes; }
+size_t OpContext::hier_segment_bytes() const {
+  return comm_.shared().options().hier_segment_bytes;
+}
 
 Result<bool> OpContext::ArenaSingleCopy(size_t bytes) {
   const size_t min = comm_.shared().options().shm_single_copy_min_bytes;

@@ -46,6 +46,7 @@ struct ResolvedOptions {
   int shm_coll_spin_us = 50;
   size_t shm_single_copy_min_bytes = 0;  // 0: never
   size_t shm_single_copy_max_bytes = 0;
+  size_t hier_segment_bytes = 0;  // 0: no pipelined hierarchical all-reduce
 };
 
 // Connections of a root communicator, shared (shared_ptr) with its split children. Owns the
@@ -166,6 +167,7 @@ class OpContext {
   }
   Hierarchy* hierarchy() const;
   int64_t rd_max_bytes() const;
+  size_t hier_segment_bytes() const;
   // Whether an arena broadcast or all-gather moving `bytes` per rank goes single-copy
   // (process_vm_readv straight from the owner's buffer) instead of through the slots. Collective:
   // the first large operation agrees, across the arena's ranks, whether single copy works.

@@ -24,6 +24,7 @@ struct Layout {
   int hosts;
   int per_host;
   bool arena;
+  int64_t segment_bytes = 0;  // > 0: pipelined, segments of this size (4099 floats make 4)
 };
 
 class Hierarchical : public ::testing::TestWithParam<Layout> {};
@@ -40,6 +41,7 @@ TEST_P(Hierarchical, MatchesReferenceAndIsChosen) {
       o.transports = {"shm", "tcp"};
       o.host_id = "host" + std::to_string(r / lay.per_host);
       o.shm_coll = lay.arena ? 1 : 0;
+      o.hier_segment_bytes = lay.segment_bytes > 0 ? lay.segment_bytes : -1;
       auto c = Communicator::Create(store, r, n, o);
       ASSERT_TRUE(c.ok()) << c.status().ToString();
       Communicator& comm = **c;
@@ -77,11 +79,13 @@ TEST_P(Hierarchical, MatchesReferenceAndIsChosen) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, Hierarchical,
                          ::testing::Values(Layout{2, 2, true}, Layout{3, 2, true},
-                                           Layout{2, 3, true}, Layout{2, 2, false}),
+                                           Layout{2, 3, true}, Layout{2, 2, false},
+                                           Layout{3, 2, true, 4096}, Layout{2, 3, true, 2048}),
                          [](const auto& info) {
                            return std::to_string(info.param.hosts) + "hosts_" +
                                   std::to_string(info.param.per_host) + "each_" +
-                                  (info.param.arena ? "arena" : "transports");
+                                  (info.param.arena ? "arena" : "transports") +
+                                  (info.param.segment_bytes > 0 ? "_pipelined" : "");
                          });
 
 // Broadcast from every root, hosts laid out contiguously (host = rank / per_host) or interleaved
