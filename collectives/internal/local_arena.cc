@@ -54,7 +54,10 @@ Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline
   // core: keep yielding (cheap when others are runnable) rather than sleep, since waking a sleeper
   // costs tens of microseconds here.
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  if (cores > 0 && c.size > cores) a->spin_us_ = std::max(a->spin_us_, 2000);
+  if (cores > 0 && c.size > cores) {
+    a->spin_us_ = std::max(a->spin_us_, 2000);
+    a->pure_spin_polls_ = 4;
+  }
   a->bytes_ = kHeaderBytes + sizeof(RankFlags) * c.size + a->slot_bytes_ * (2 * c.size + 2);
   UniqueFd fd;
   if (c.rank == 0) {

@@ -131,6 +131,9 @@ class LocalArena {
   int size_ = 1;
   size_t slot_bytes_ = 0;
   int spin_us_ = 50;
+  // Polls a waiter makes before it starts yielding between polls: few where ranks outnumber
+  // cores (the rank it waits for may need this very core), more where each has its own.
+  int pure_spin_polls_ = 256;
   uint64_t seq_ = 0;
   uint64_t known_done_ = 0;  // every rank has raised kDone at least this far (see Learned)
   uint8_t* base_ = nullptr;
@@ -160,7 +163,7 @@ Status LocalArena::Wait(Flag f, uint64_t seq, Deadline deadline, Check&& check, 
       Learned(f, seq, only_rank);
       return Status::Ok();
     }
-    if (++polls < 256) {
+    if (++polls < pure_spin_polls_) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif
