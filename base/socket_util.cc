@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -9,11 +11,39 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
 
+#include "base/env.h"
+
 namespace weft {
+namespace {
+
+WEFT_ENV_KNOB(kSocketIfnameKnob, "WEFT_SOCKET_IFNAME", "",
+              "interfaces whose IPv4 addresses a rank offers its peers (TCP transport; rank 0's "
+              "store under mpirun), which try them in order and keep the first that connects: "
+              "comma list of name prefixes in order of preference, or ^ in front to exclude "
+              "them (default: every up interface, loopback last)");
+
+// The prefixes of a spec, without the ^.
+std::vector<std::string_view> SpecPrefixes(std::string_view spec) {
+  if (!spec.empty() && spec[0] == '^') spec.remove_prefix(1);
+  std::vector<std::string_view> out;
+  while (true) {
+    size_t comma = spec.find(',');
+    std::string_view p = spec.substr(0, comma);
+    if (!p.empty()) out.push_back(p);
+    if (comma == std::string_view::npos) break;
+    spec.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::string& SocketIfnameSpec() { return kSocketIfnameKnob.Get(); }
 
 void UniqueFd::Reset(int fd) {
   if (fd_ >= 0) ::close(fd_);
@@ -48,6 +78,116 @@ Result<HostPort> ParseHostPort(std::string_view text) {
   }
   out.host = host.empty() ? "127.0.0.1" : std::string(host);
   out.port = p;
+  return out;
+}
+
+std::string FormatHostPortList(const std::vector<std::string>& hosts, int port) {
+  std::string out;
+  for (const std::string& h : hosts) {
+    if (!out.empty()) out += ',';
+    out += h.find(':') != std::string::npos ? "[" + h + "]" : h;
+  }
+  return out + ":" + std::to_string(port);
+}
+
+Result<std::vector<HostPort>> ParseHostPortList(std::string_view text) {
+  // The port follows the last colon outside brackets; commas separate the hosts before it.
+  size_t colon = text.rfind(':');
+  size_t close = text.rfind(']');
+  if (colon != std::string_view::npos && close != std::string_view::npos && colon < close) {
+    colon = std::string_view::npos;
+  }
+  std::string_view hosts = colon == std::string_view::npos ? text : text.substr(0, colon);
+  if (hosts.find(',') == std::string_view::npos) {
+    WEFT_ASSIGN_OR_RETURN(HostPort one, ParseHostPort(text));
+    return std::vector<HostPort>{one};
+  }
+  auto bad = [&](const std::string& why) {
+    return InvalidArgumentError("address list '" + std::string(text) + "' " + why +
+                                " (want host,host,...:port)");
+  };
+  if (colon == std::string_view::npos) return bad("has no port");
+  std::string probe(1, 'x');  // one host with the list's port, for ParseHostPort's checks
+  probe.append(text.substr(colon));
+  auto port_only = ParseHostPort(probe);
+  if (!port_only.ok()) return bad("has a bad port");
+  std::vector<HostPort> out;
+  while (true) {
+    size_t comma = hosts.find(',');
+    std::string_view h = hosts.substr(0, comma);
+    if (!h.empty() && h.front() == '[') {
+      if (h.size() < 3 || h.back() != ']') return bad("has a malformed bracketed host");
+      h = h.substr(1, h.size() - 2);
+    }
+    if (h.empty()) return bad("has an empty host");
+    for (char c : h) {
+      if (c == '[' || c == ']' || c == ' ' || c == '\t' || c == '/') {
+        return bad("has a malformed host '" + std::string(h) + "'");
+      }
+    }
+    out.push_back(HostPort{std::string(h), port_only->port});
+    if (comma == std::string_view::npos) break;
+    hosts.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+bool IfnameSelected(std::string_view spec, std::string_view name) {
+  if (spec.empty()) return true;
+  bool exclude = spec[0] == '^';
+  for (std::string_view prefix : SpecPrefixes(spec)) {
+    if (name.substr(0, prefix.size()) == prefix) return !exclude;
+  }
+  return exclude;
+}
+
+std::vector<InterfaceAddress> SelectInterfaces(std::string_view spec,
+                                               const std::vector<InterfaceAddress>& interfaces) {
+  // Rank of each entry: the index of the first prefix it matches (a listed spec states the
+  // user's preference), 0 for every entry otherwise; loopback after everything else.
+  const bool listed = !spec.empty() && spec[0] != '^';
+  const std::vector<std::string_view> prefixes = SpecPrefixes(spec);
+  std::vector<std::pair<size_t, const InterfaceAddress*>> keyed;
+  for (const InterfaceAddress& ia : interfaces) {
+    if (!IfnameSelected(spec, ia.ifname)) continue;
+    size_t key = 0;
+    if (listed) {
+      while (key < prefixes.size() &&
+             std::string_view(ia.ifname).substr(0, prefixes[key].size()) != prefixes[key]) {
+        ++key;
+      }
+    }
+    if (ia.loopback) key += prefixes.size() + 1;
+    keyed.emplace_back(key, &ia);
+  }
+  std::stable_sort(keyed.begin(), keyed.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<InterfaceAddress> out;
+  for (const auto& [key, ia] : keyed) out.push_back(*ia);
+  return out;
+}
+
+Result<std::vector<InterfaceAddress>> CandidateAddresses(std::string_view spec,
+                                                         std::string_view knob) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return ErrnoError("getifaddrs", errno);
+  std::vector<InterfaceAddress> up;
+  for (ifaddrs* ifa = list; ifa != nullptr; ifa = ifa->ifa_next) {
+    if (ifa->ifa_addr == nullptr || ifa->ifa_addr->sa_family != AF_INET) continue;
+    if (!(ifa->ifa_flags & IFF_UP)) continue;
+    char buf[INET_ADDRSTRLEN] = {0};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ifa->ifa_addr)->sin_addr, buf, sizeof(buf));
+    up.push_back(InterfaceAddress{ifa->ifa_name, buf, (ifa->ifa_flags & IFF_LOOPBACK) != 0});
+  }
+  freeifaddrs(list);
+  std::vector<InterfaceAddress> out = SelectInterfaces(spec, up);
+  if (out.empty()) {
+    std::string names;
+    for (const auto& ia : up) names += (names.empty() ? "" : ", ") + ia.ifname;
+    if (spec.empty()) return NotFoundError("no up IPv4 interface");
+    return NotFoundError("no up IPv4 interface matches " + std::string(knob) + "='" +
+                         std::string(spec) + "' (up: " + (names.empty() ? "none" : names) + ")");
+  }
   return out;
 }
 
@@ -112,7 +252,8 @@ namespace {
 
 // One non-blocking connect attempt, bounded by the deadline.
 Result<UniqueFd> ConnectOnce(const addrinfo* ai, const std::string& what, Deadline deadline) {
-  UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+  UniqueFd fd(
+      socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
   if (!fd.valid()) return ErrnoError("socket", errno);
   if (connect(fd.get(), ai->ai_addr, ai->ai_addrlen) < 0) {
     if (errno != EINPROGRESS) return ErrnoError("connect to " + what, errno);
@@ -162,8 +303,30 @@ Result<UniqueFd> ConnectTcp(const HostPort& addr, Deadline deadline) {
     std::this_thread::sleep_for(nap);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
   }
-  return DeadlineExceededError("could not connect to " + what + " before the deadline (last error: " +
-                               last.message() + ")");
+  return DeadlineExceededError("could not connect to " + what +
+                               " before the deadline (last error: " + last.message() + ")");
+}
+
+Result<UniqueFd> ConnectTcpOnce(const HostPort& addr, Deadline deadline) {
+  std::string what = addr.ToString();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(addr.host.c_str(), std::to_string(addr.port).c_str(), &hints, &res);
+  if (rc != 0) return UnavailableError("cannot resolve '" + addr.host + "': " + gai_strerror(rc));
+  Status last = UnavailableError("no address for " + what);
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    auto fd = ConnectOnce(ai, what, deadline);
+    if (fd.ok()) {
+      freeaddrinfo(res);
+      return fd;
+    }
+    last = fd.status();
+    if (deadline.Expired()) break;
+  }
+  freeaddrinfo(res);
+  return last;
 }
 
 Result<UniqueFd> AcceptTcp(int listen_fd) {

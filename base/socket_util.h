@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "base/deadline.h"
 #include "base/status.h"
@@ -49,6 +50,42 @@ struct HostPort {
 // Parses "host:port", "[v6]:port"; InvalidArgument naming the text otherwise.
 Result<HostPort> ParseHostPort(std::string_view text);
 
+// Several hosts sharing one port, as a process that listens on every interface publishes them:
+// "10.0.0.1,192.168.1.5:29500" (IPv6 hosts in brackets). One host gives exactly
+// HostPort::ToString(), and ParseHostPortList accepts everything ParseHostPort does, so a
+// single-address string reads the same either way. InvalidArgument naming the text for an empty
+// list, an empty or malformed host ("a,,b:1", "[::1,a:1") or a bad port.
+std::string FormatHostPortList(const std::vector<std::string>& hosts, int port);
+Result<std::vector<HostPort>> ParseHostPortList(std::string_view text);
+
+// Interface choice, shared by everything that offers this process's addresses to peers (the TCP
+// transport's listener, rank 0's store under mpirun). A spec in the WEFT_SOCKET_IFNAME syntax is
+// a comma list of interface name prefixes ("ib,eth": those interfaces, in that order of
+// preference) or, with ^ in front, prefixes to exclude ("^docker,veth"); empty selects every
+// interface.
+struct InterfaceAddress {
+  std::string ifname;
+  std::string address;  // numeric IPv4
+  bool loopback = false;
+};
+
+// Whether interface `name` passes `spec`.
+bool IfnameSelected(std::string_view spec, std::string_view name);
+
+// The entries of `interfaces` (in the kernel's order) that `spec` selects, ordered: by the first
+// prefix each matches when the spec lists prefixes, else in the given order; loopback ones last in
+// either case (they reach only this host). Pure, for tests; CandidateAddresses() feeds it.
+std::vector<InterfaceAddress> SelectInterfaces(std::string_view spec,
+                                               const std::vector<InterfaceAddress>& interfaces);
+
+// The IPv4 addresses of this host's up interfaces that `spec` selects, in SelectInterfaces()
+// order. NotFound naming `knob` and the spec when none does (or when no interface is up).
+Result<std::vector<InterfaceAddress>> CandidateAddresses(
+    std::string_view spec, std::string_view knob = "WEFT_SOCKET_IFNAME");
+
+// The value of WEFT_SOCKET_IFNAME (declared in socket_util.cc, read once).
+const std::string& SocketIfnameSpec();
+
 // A listening, non-blocking TCP socket bound to host (empty = all interfaces) and port (0 = any).
 struct Listener {
   UniqueFd fd;
@@ -59,6 +96,11 @@ Result<Listener> ListenTcp(const std::string& host, int port, int backlog = 512)
 // Connects to host:port, retrying refused/unreachable attempts with backoff until the deadline.
 // The returned socket is non-blocking with TCP_NODELAY set.
 Result<UniqueFd> ConnectTcp(const HostPort& addr, Deadline deadline);
+
+// One connect attempt to host:port, no retry: whatever the first failure is (refused, unreachable,
+// DeadlineExceeded when no answer came before the deadline) is returned at once. For callers
+// that have other addresses to try. Same socket options as ConnectTcp.
+Result<UniqueFd> ConnectTcpOnce(const HostPort& addr, Deadline deadline);
 
 // Accepts one connection (non-blocking, TCP_NODELAY); Unavailable with EAGAIN when none is ready.
 Result<UniqueFd> AcceptTcp(int listen_fd);

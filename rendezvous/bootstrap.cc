@@ -1,11 +1,5 @@
 #include "rendezvous/bootstrap.h"
 
-#include <arpa/inet.h>
-#include <ifaddrs.h>
-#include <net/if.h>
-#include <netinet/in.h>
-
-#include <cerrno>
 #include <cstdlib>
 #include <sstream>
 #include <vector>
@@ -13,6 +7,7 @@
 #include "base/env.h"
 #include "base/hmac.h"
 #include "base/logging.h"
+#include "base/socket_util.h"
 #ifdef WEFT_WITH_MPI
 #include "rendezvous/mpi_bootstrap.h"
 #endif
@@ -25,10 +20,6 @@ WEFT_ENV_KNOB(kWorldKnob, "WEFT_WORLD_SIZE", "", "number of ranks (set by weft r
 WEFT_ENV_KNOB(kLocalRankKnob, "WEFT_LOCAL_RANK", "", "rank among this host's ranks");
 WEFT_ENV_KNOB(kStoreKnob, "WEFT_STORE", "",
               "rendezvous store URL: tcp://host:port or file:///dir (set by weft run)");
-WEFT_ENV_KNOB(kSocketIfnameKnob, "WEFT_SOCKET_IFNAME", "",
-              "interfaces whose IPv4 addresses rank 0 offers for the store under mpirun: comma "
-              "list of name prefixes, ^ in front excludes them (default: every up interface, "
-              "loopback last)");
 
 Status ReadInt(const std::function<const char*(const char*)>& getenv, const char* name, int* out,
                bool* found) {
@@ -37,48 +28,14 @@ Status ReadInt(const std::function<const char*(const char*)>& getenv, const char
   if (!*found) return Status::Ok();
   int64_t x;
   if (!ParseInt(v, &x) || x < 0 || x > (1 << 24)) {
-    return InvalidArgumentError(std::string(name) + "='" + v + "' is not a valid non-negative integer");
+    return InvalidArgumentError(std::string(name) + "='" + v +
+                                "' is not a valid non-negative integer");
   }
   *out = static_cast<int>(x);
   return Status::Ok();
 }
 
 #ifdef WEFT_WITH_MPI
-// Whether interface `name` passes a WEFT_SOCKET_IFNAME spec ("eth,ib" or "^docker,veth").
-bool IfnameSelected(const std::string& spec, const std::string& name) {
-  if (spec.empty()) return true;
-  bool exclude = spec[0] == '^';
-  std::stringstream in(exclude ? spec.substr(1) : spec);
-  std::string prefix;
-  while (std::getline(in, prefix, ',')) {
-    if (!prefix.empty() && name.compare(0, prefix.size(), prefix) == 0) return !exclude;
-  }
-  return exclude;
-}
-
-// IPv4 addresses of up interfaces that WEFT_SOCKET_IFNAME selects, loopback ones last (they only
-// reach ranks on this host).
-Result<std::vector<std::string>> CandidateAddresses(const std::string& spec) {
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return ErrnoError("getifaddrs", errno);
-  std::vector<std::string> outer, loopback;
-  for (ifaddrs* ifa = list; ifa != nullptr; ifa = ifa->ifa_next) {
-    if (ifa->ifa_addr == nullptr || ifa->ifa_addr->sa_family != AF_INET) continue;
-    if (!(ifa->ifa_flags & IFF_UP) || !IfnameSelected(spec, ifa->ifa_name)) continue;
-    char buf[INET_ADDRSTRLEN] = {0};
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ifa->ifa_addr)->sin_addr, buf, sizeof(buf));
-    ((ifa->ifa_flags & IFF_LOOPBACK) ? loopback : outer).push_back(buf);
-  }
-  freeifaddrs(list);
-  outer.insert(outer.end(), loopback.begin(), loopback.end());
-  if (outer.empty()) {
-    return NotFoundError(
-        "no up IPv4 interface" +
-        (spec.empty() ? std::string() : " matches WEFT_SOCKET_IFNAME='" + spec + "'"));
-  }
-  return outer;
-}
-
 // The MPI exchange: rank 0 serves the store on every interface and broadcasts
 // "weft-mpi/1\n<secret>\n<port>\n<addr>,<addr>..."; every rank then dials the candidates in order
 // (a short deadline each, rounds until `deadline`) and keeps the first that authenticates.
@@ -98,7 +55,8 @@ Result<std::unique_ptr<BootstrapStore>> OpenMpiBootstrapStore(const BootstrapInf
   if (info.rank == 0) {
     // Rank 0 broadcasts even when it failed (its error), so that nobody waits for it.
     auto secret = NewSecretHex();
-    auto candidates = CandidateAddresses(kSocketIfnameKnob.Get());
+    // WEFT_SOCKET_IFNAME (base/socket_util.h) orders and narrows them, as for the TCP transport.
+    auto candidates = CandidateAddresses(SocketIfnameSpec());
     if (!secret.ok()) {
       prepared = secret.status();
     } else if (!candidates.ok()) {
@@ -110,7 +68,7 @@ Result<std::unique_ptr<BootstrapStore>> OpenMpiBootstrapStore(const BootstrapInf
       } else {
         message = "weft-mpi/1\n" + *secret + "\n" + std::to_string((*server)->port()) + "\n";
         for (size_t i = 0; i < candidates->size(); ++i) {
-          message += (i ? "," : "") + (*candidates)[i];
+          message += (i ? "," : "") + (*candidates)[i].address;
         }
         out->server = std::move(*server);
       }
@@ -172,7 +130,6 @@ Result<BootstrapInfo> BootstrapFromEnv(const std::function<const char*(const cha
   (void)kWorldKnob;
   (void)kLocalRankKnob;
   (void)kStoreKnob;
-  (void)kSocketIfnameKnob;
   BootstrapInfo info;
   // Rank and size: the first launcher whose pair of variables is present wins.
   static constexpr const char* kPairs[][4] = {

@@ -39,7 +39,8 @@ Result<BootstrapInfo> BootstrapFromEnv();
 // stops the server; keep it alive as long as ranks may still talk to the store. With
 // info.mpi_exchange this is collective over MPI_COMM_WORLD: rank 0 serves the store on every
 // interface and broadcasts all its candidate addresses (IPv4 of up interfaces, narrowed by
-// WEFT_SOCKET_IFNAME, loopback last), and each rank keeps the first candidate that connects.
+// WEFT_SOCKET_IFNAME, in the order of its prefixes, loopback last), and each rank keeps the first
+// candidate that connects.
 struct BootstrapStore {
   std::unique_ptr<TcpStoreServer> server;
   std::unique_ptr<Store> store;

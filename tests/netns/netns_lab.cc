@@ -217,4 +217,14 @@ Status NetnsLab::SetLink(int i, bool up) {
   return Ip({"-n", host_ns_[i], "link", "set", "weft0", up ? "up" : "down"});
 }
 
+Status NetnsLab::AddDeadInterface(int i, const std::string& name) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"-n", host_ns_[i], "link", "add", name, "type", "bridge"},
+           {"-n", host_ns_[i], "addr", "add", dead_address(i) + "/24", "dev", name},
+           {"-n", host_ns_[i], "link", "set", name, "up"}}) {
+    WEFT_RETURN_IF_ERROR(Ip(args));
+  }
+  return Status::Ok();
+}
+
 }  // namespace weft::testing

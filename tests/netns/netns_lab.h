@@ -73,6 +73,12 @@ class NetnsLab {
   std::vector<std::string> InHost(int i) const;
   // Sets host i's link down (or up): its ranks lose every other host, as with a pulled cable.
   Status SetLink(int i, bool up);
+  // Gives host i a second interface, `name`, up, with address dead_address(i) (10.214.0.<1+i>/24)
+  // that no other host reaches: a bridge with no ports, so a rank offers the address like any
+  // other, but a SYN sent to another host's dead address from here goes unanswered (the
+  // neighbour lookup fails after about 3 s) -- a docker0 or unrouted second NIC in miniature.
+  Status AddDeadInterface(int i, const std::string& name = "dead0");
+  std::string dead_address(int i) const { return "10.214.0." + std::to_string(1 + i); }
 
  private:
   NetnsLab() = default;

@@ -4,6 +4,7 @@
 #include "transport/tcp/tcp_transport.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 
 #include "base/auth_handshake.h"
 #include "base/hmac.h"
+#include "base/logging.h"
 #include "base/socket_util.h"
 
 namespace weft::transport::tcp {
@@ -555,6 +557,253 @@ TEST(TcpTransport, ThroughputPrint) {
         "median %.1f us, p99 %.1f us\n",
         sockets, gbs, rtt_us[kPings / 2], rtt_us[kPings * 99 / 100]);
   }
+}
+
+// ---- Addresses: the published list, interface choice, and dialing several candidates ----------
+
+TEST(TcpAddressList, ParsesOneOrSeveralHostsWithOnePort) {
+  auto one = ParseHostPortList("10.0.0.1:29500");
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_EQ((*one)[0].host, "10.0.0.1");
+  EXPECT_EQ((*one)[0].port, 29500);
+  auto v6 = ParseHostPortList("[fe80::1]:7");
+  ASSERT_TRUE(v6.ok()) << v6.status().ToString();
+  ASSERT_EQ(v6->size(), 1u);
+  EXPECT_EQ((*v6)[0].host, "fe80::1");
+
+  auto many = ParseHostPortList("10.0.0.1,192.168.1.5,[fd00::2],node-b:29500");
+  ASSERT_TRUE(many.ok()) << many.status().ToString();
+  ASSERT_EQ(many->size(), 4u);
+  const char* hosts[] = {"10.0.0.1", "192.168.1.5", "fd00::2", "node-b"};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ((*many)[i].host, hosts[i]);
+    EXPECT_EQ((*many)[i].port, 29500);
+  }
+  // One host formats exactly as a single HostPort always did; a list round-trips.
+  EXPECT_EQ(FormatHostPortList({"10.0.0.1"}, 80), (HostPort{"10.0.0.1", 80}.ToString()));
+  EXPECT_EQ(FormatHostPortList({"10.0.0.1", "fd00::2"}, 80), "10.0.0.1,[fd00::2]:80");
+  auto back = ParseHostPortList(FormatHostPortList({"10.0.0.1", "fd00::2"}, 80));
+  ASSERT_TRUE(back.ok() && back->size() == 2u);
+  EXPECT_EQ((*back)[1].host, "fd00::2");
+}
+
+TEST(TcpAddressList, MalformedListsAreRejectedNamingTheText) {
+  for (const char* text : {"a,,b:1", ",a:1", "a,:1", "a,b", "a,b:", "a,b:0", "a,b:99999", "a,b:x1",
+                           "[::1,a:1", "a b,c:1", "a,[]:1", "", "a:"}) {
+    auto r = ParseHostPortList(text);
+    ASSERT_FALSE(r.ok()) << "'" << text << "' parsed";
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(r.status().message().find(std::string("'") + text + "'"), std::string::npos)
+        << r.status().message();
+  }
+}
+
+TEST(TcpAddressList, ConnectRejectsAMalformedPeerAddress) {
+  auto t = CreateTcpTransport(Config(0, 2, NewJobId(), 1, 0));
+  ASSERT_TRUE(t.ok());
+  auto eps = (*t)->Connect({PeerInfo{1, "h", 0, "10.0.0.1,,10.0.0.2:5"}}, Deadline::AfterMs(1000));
+  ASSERT_FALSE(eps.ok());
+  EXPECT_EQ(eps.status().code(), StatusCode::kInvalidArgument) << eps.status().ToString();
+  EXPECT_NE(eps.status().message().find("rank 1"), std::string::npos) << eps.status().message();
+}
+
+std::vector<std::string> Names(const std::vector<InterfaceAddress>& v) {
+  std::vector<std::string> out;
+  for (const auto& ia : v) out.push_back(ia.ifname);
+  return out;
+}
+
+TEST(InterfaceChoice, OrderFollowsTheSpecWithLoopbackLast) {
+  // In the kernel's order, loopback first as it usually is.
+  const std::vector<InterfaceAddress> up = {
+      {"lo", "127.0.0.1", true},  {"eth0", "10.0.0.1", false}, {"docker0", "172.17.0.1", false},
+      {"ib0", "10.1.0.1", false}, {"eth1", "10.0.1.1", false}, {"veth12ab", "172.18.0.1", false},
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(Names(SelectInterfaces("", up)),
+            (V{"eth0", "docker0", "ib0", "eth1", "veth12ab", "lo"}));
+  // Listed prefixes are preferences: ib first, then both eth ones in interface order.
+  EXPECT_EQ(Names(SelectInterfaces("ib,eth", up)), (V{"ib0", "eth0", "eth1"}));
+  EXPECT_EQ(Names(SelectInterfaces("eth1,docker,eth", up)), (V{"eth1", "docker0", "eth0"}));
+  // Loopback stays last even when listed first.
+  EXPECT_EQ(Names(SelectInterfaces("lo,eth", up)), (V{"eth0", "eth1", "lo"}));
+  // ^ excludes, keeping interface order.
+  EXPECT_EQ(Names(SelectInterfaces("^docker,veth", up)), (V{"eth0", "ib0", "eth1", "lo"}));
+  EXPECT_EQ(Names(SelectInterfaces("^lo", up)), (V{"eth0", "docker0", "ib0", "eth1", "veth12ab"}));
+  EXPECT_TRUE(SelectInterfaces("wlan", up).empty());
+  // Empty items in a spec are ignored.
+  EXPECT_EQ(Names(SelectInterfaces(",ib,,", up)), (V{"ib0"}));
+
+  EXPECT_TRUE(IfnameSelected("", "anything"));
+  EXPECT_TRUE(IfnameSelected("eth,ib", "ib0"));
+  EXPECT_FALSE(IfnameSelected("eth,ib", "docker0"));
+  EXPECT_FALSE(IfnameSelected("^docker,veth", "veth0"));
+  EXPECT_TRUE(IfnameSelected("^docker,veth", "eth0"));
+}
+
+TEST(InterfaceChoice, CandidateAddressesNameTheKnobWhenNothingMatches) {
+  auto none = CandidateAddresses("no-such-if", "WEFT_TCP_IFNAME");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(none.status().message().find("WEFT_TCP_IFNAME='no-such-if'"), std::string::npos)
+      << none.status().message();
+  auto lo = CandidateAddresses("lo");
+  ASSERT_TRUE(lo.ok()) << lo.status().ToString();
+  EXPECT_EQ((*lo)[0].address, "127.0.0.1");
+  EXPECT_TRUE((*lo)[0].loopback);
+}
+
+TEST(InterfaceChoice, ListeningOnEveryInterfacePublishesAParsableList) {
+  TransportConfig c = Config(0, 1, NewJobId(), 1, 0);
+  c.listen_host = "";
+  auto t = CreateTcpTransport(c);
+  ASSERT_TRUE(t.ok());
+  auto addr = (*t)->Listen();
+  ASSERT_TRUE(addr.ok()) << addr.status().ToString();
+  auto hosts = ParseHostPortList(*addr);
+  ASSERT_TRUE(hosts.ok()) << hosts.status().ToString();
+  ASSERT_FALSE(hosts->empty());
+  // Loopback only when it is all there is.
+  size_t loopback = 0;
+  for (const auto& hp : *hosts) loopback += hp.host.rfind("127.", 0) == 0;
+  EXPECT_TRUE(loopback == 0 || loopback == hosts->size()) << *addr;
+}
+
+// A listener on `host`:`port` that accepts and at once closes every connection, counting them:
+// an address that reaches something which is not the peer.
+class ClosingListener {
+ public:
+  ClosingListener(const std::string& host, int port) {
+    auto l = ListenTcp(host, port);
+    EXPECT_TRUE(l.ok()) << l.status().ToString();
+    if (!l.ok()) return;
+    fd_ = std::move(l->fd);
+    thread_ = std::thread([this] {
+      while (!stop_.load()) {
+        pollfd p{fd_.get(), POLLIN, 0};
+        if (poll(&p, 1, 20) <= 0) continue;
+        auto c = AcceptTcp(fd_.get());
+        if (c.ok()) accepted_++;
+      }
+    });
+  }
+  ~ClosingListener() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  UniqueFd fd_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+};
+
+TEST(TcpTransport, DialFallsBackToTheNextAddressAndKeepsItForEverySocket) {
+  Ranks r = ListenAll(2, 3, 16 << 10);
+  auto server = AddressOf(r, 1);
+  ASSERT_TRUE(server.ok());
+  // 127.0.0.2 at rank 1's port reaches a process that is not rank 1; it is tried first.
+  ClosingListener decoy("127.0.0.2", server->port);
+  r.infos[1].address = FormatHostPortList({"127.0.0.2", "127.0.0.1"}, server->port);
+  auto t0 = Clock::now();
+  ConnectAll(r);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_EQ(decoy.accepted(), 1) << "sockets 1 and 2 must go straight to the address that worked";
+  Exchange(r, 0, 1, {0, 1, 100000});
+  Exchange(r, 1, 0, {7, 70000});
+}
+
+TEST(TcpTransport, AnAddressReachingAnotherRankIsNotTakenForThePeer) {
+  std::string job = NewJobId();
+  auto a = CreateTcpTransport(Config(0, 3, job, 1, 0));
+  auto b = CreateTcpTransport(Config(1, 3, job, 1, 0));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto addr_b = (*b)->Listen();
+  ASSERT_TRUE(addr_b.ok());
+  // Rank 0 is told that rank 2 lives where rank 1 does: same secret and job, wrong rank.
+  auto eps = (*a)->Connect({PeerInfo{2, "h", 0, *addr_b}}, Deadline::AfterMs(1000));
+  ASSERT_FALSE(eps.ok());
+  EXPECT_NE(eps.status().message().find("rank 2"), std::string::npos) << eps.status().message();
+  EXPECT_NE(eps.status().message().find("another rank of this job"), std::string::npos)
+      << eps.status().message();
+  // Rank 1 counts the refusal just after telling the dialer.
+  auto* tb = dynamic_cast<TcpTransport*>(b->get());
+  ASSERT_NE(tb, nullptr);
+  Deadline until = Deadline::AfterMs(5000);
+  while (tb->refused_connections() < 1 && !until.Expired()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(tb->refused_connections(), 1);
+}
+
+TEST(TcpTransport, NoAddressAnsweringFailsNamingEachWithinTheDeadline) {
+  Ranks r = ListenAll(2, 2, 0);
+  auto server = AddressOf(r, 1);
+  ASSERT_TRUE(server.ok());
+  // Nothing listens on 127.0.0.2 or 127.0.0.3: both refuse at once, round after round.
+  const std::string dead = FormatHostPortList({"127.0.0.2", "127.0.0.3"}, server->port);
+  Status s0, s1;
+  auto t0 = Clock::now();
+  std::thread t([&] {
+    auto eps = r.transports[1]->Connect({r.infos[0]}, Deadline::AfterMs(1500));
+    s1 = eps.ok() ? Status() : eps.status();
+  });
+  auto eps =
+      r.transports[0]->Connect({PeerInfo{1, "tcp-test-host", 0, dead}}, Deadline::AfterMs(1500));
+  s0 = eps.ok() ? Status() : eps.status();
+  t.join();
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(4000));
+  ASSERT_FALSE(s0.ok());
+  for (const std::string& want :
+       {std::string("rank 1 did not connect"), std::string("none of its 2 addresses"),
+        "127.0.0.2:" + std::to_string(server->port), "127.0.0.3:" + std::to_string(server->port),
+        std::string("WEFT_SOCKET_IFNAME")}) {
+    EXPECT_NE(s0.message().find(want), std::string::npos) << want << " in " << s0.message();
+  }
+  ASSERT_FALSE(s1.ok());
+  EXPECT_NE(s1.message().find("rank 0 did not connect"), std::string::npos) << s1.message();
+  EXPECT_NE(s1.message().find(r.infos[1].address), std::string::npos) << s1.message();
+}
+
+TEST(TcpTransport, LoopbackAddressesAreSkippedForAPeerOnAnotherHost) {
+  auto outer = CandidateAddresses("^lo");
+  if (!outer.ok()) GTEST_SKIP() << "no non-loopback interface: " << outer.status().ToString();
+  const std::string nic = (*outer)[0].address;
+  std::string job = NewJobId();
+  TransportConfig ca = Config(0, 2, job, 2, 0), cb = Config(1, 2, job, 2, 0);
+  ca.host_id = "host-a";
+  cb.host_id = "host-b";
+  cb.listen_host = "0.0.0.0";  // reachable through both 127.0.0.1 and the NIC
+  auto a = CreateTcpTransport(ca);
+  auto b = CreateTcpTransport(cb);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto addr_a = (*a)->Listen();
+  auto addr_b = (*b)->Listen();
+  ASSERT_TRUE(addr_a.ok() && addr_b.ok());
+  auto hp = ParseHostPortList(*addr_b);
+  ASSERT_TRUE(hp.ok());
+  // Loopback listed first: a peer on another host must not be dialed there.
+  const std::string offered = FormatHostPortList({"127.0.0.1", nic}, (*hp)[0].port);
+  const LogLevel saved = CurrentLogLevel();
+  SetLogLevel(LogLevel::kInfo);
+  ::testing::internal::CaptureStderr();
+  Status sa, sb;
+  std::thread ta([&] {
+    auto eps = (*a)->Connect({PeerInfo{1, "host-b", 0, offered}}, Deadline::AfterMs(10000));
+    sa = eps.ok() ? Status() : eps.status();
+  });
+  auto eps = (*b)->Connect({PeerInfo{0, "host-a", 0, *addr_a}}, Deadline::AfterMs(10000));
+  sb = eps.ok() ? Status() : eps.status();
+  ta.join();
+  std::string log = ::testing::internal::GetCapturedStderr();
+  SetLogLevel(saved);
+  ASSERT_TRUE(sa.ok()) << sa.ToString();
+  ASSERT_TRUE(sb.ok()) << sb.ToString();
+  EXPECT_NE(log.find("reached rank 1 at " + nic + ":"), std::string::npos) << log;
+  EXPECT_EQ(log.find("127.0.0.1:" + std::to_string((*hp)[0].port)), std::string::npos) << log;
 }
 
 }  // namespace

@@ -1,19 +1,32 @@
 // The TCP transport: listener, connection setup with the job-secret handshake, and the progress
 // thread. Data-path state per peer lives in tcp_peer.cc.
 //
-// Connection setup. Of each pair the lower rank dials the higher one, `sockets` times. Each
-// connection runs the handshake of base/auth_handshake.h; the client's hello is
-//   "weft-tcp/1\njob=<job_id>\nrank=<r>\nworld=<n>\nsocket=<i>\nsockets=<k>"
-// and after its proof the server sends one more byte: 0 = accepted, else why it refused (wrong
-// job, unexpected rank, bad socket index, too late), so the dialer can report the reason instead
-// of a bare EOF. The server side runs inside the progress thread's event loop, so a silent or
-// hostile client never holds up the job; connections that finish before this rank's Connect() are
-// parked until it names its peers.
+// Addresses. Listening on every interface, a rank publishes all the IPv4 addresses that
+// WEFT_TCP_IFNAME, else WEFT_SOCKET_IFNAME, selects ("10.0.0.1,192.168.1.5:PORT", in the order of
+// base/socket_util.h's CandidateAddresses), since it cannot know which of them its peers reach:
+// docker0-style addresses exist on every host, a second NIC may sit in a subnet other hosts do
+// not route. Loopback addresses are published only when nothing else is selected: same-host peers
+// reach the other addresses as well, other hosts never reach them.
+//
+// Connection setup. Of each pair the lower rank dials the higher one, `sockets` times. Socket 0
+// tries the peer's addresses in order (loopback ones skipped when the peer is on another host,
+// unless they are all it offers), each attempt bounded by kDialAttempt for the connect and
+// WEFT_TCP_HANDSHAKE_TIMEOUT_MS for the handshake, in rounds until the Connect() deadline; the
+// first address that answers and authenticates as the peer is kept for the pair's other sockets. A
+// single address is dialed as it always was: retried until the deadline. Each connection runs the
+// handshake of base/auth_handshake.h; the client's hello is
+//   "weft-tcp/1\njob=<job_id>\nrank=<r>\nworld=<n>\nsocket=<i>\nsockets=<k>\nto=<peer rank>"
+// ("to" is optional for the server) and after its proof the server sends one more byte: 0 =
+// accepted, else why it refused (wrong job, unexpected rank, bad socket index, too late, not the
+// rank the dialer wanted), so the dialer can report the reason instead of a bare EOF. The job
+// secret is shared by all ranks, so "to" is what tells a dialer that an address which happens to
+// reach another rank of the job on its own host (same port, another interface) is the wrong one.
+// The server side runs inside the progress thread's event loop, so a silent or hostile client never
+// holds up the job; connections that finish before this rank's Connect() are parked until it names
+// its peers.
 #include "transport/tcp/tcp_transport.h"
 
 #include <arpa/inet.h>
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -50,13 +63,17 @@ WEFT_ENV_KNOB(kBufferKnob, "WEFT_TCP_BUFFER_BYTES", "0",
 WEFT_ENV_KNOB(kHandshakeTimeoutKnob, "WEFT_TCP_HANDSHAKE_TIMEOUT_MS", "5000",
               "time an accepted TCP transport connection has to authenticate before it is refused");
 WEFT_ENV_KNOB(kIfnameKnob, "WEFT_TCP_IFNAME", "",
-              "interface name prefix whose IPv4 address the TCP transport publishes when no "
-              "listen host is configured (default: the first up, non-loopback one)");
+              "WEFT_SOCKET_IFNAME for the TCP transport alone, winning over it when set (same "
+              "syntax: name prefixes in order of preference, or ^ in front to exclude them)");
 
 constexpr size_t kMaxPendingHandshakes = 256;
 constexpr int kMaxSocketsPerPeer = 64;
 constexpr int64_t kMinChunkBytes = 1 << 10;
 constexpr int64_t kMaxChunkBytes = 1 << 30;
+// How long one connect to one of several candidate addresses may take before the next is tried:
+// long enough for a loaded host to answer a SYN, short enough that an address whose packets
+// vanish costs seconds, not the whole Connect() deadline.
+constexpr auto kDialAttempt = std::chrono::milliseconds(2500);
 
 enum AckCode : uint8_t {
   kAccepted = 0,
@@ -65,6 +82,7 @@ enum AckCode : uint8_t {
   kRefusedSocket = 3,
   kRefusedLate = 4,
   kRefusedHello = 5,
+  kRefusedWrongPeer = 6,
 };
 
 std::string AckText(uint8_t code) {
@@ -79,6 +97,8 @@ std::string AckText(uint8_t code) {
       return "it has finished or aborted its Connect()";
     case kRefusedHello:
       return "malformed hello";
+    case kRefusedWrongPeer:
+      return "it is another rank of this job (the address reaches the wrong process)";
     default:
       return "unknown refusal code " + std::to_string(code);
   }
@@ -90,6 +110,7 @@ struct Hello {
   int64_t world = -1;
   int64_t socket = -1;
   int64_t sockets = -1;
+  int64_t to = -1;  // the rank the dialer wants; -1: not said
 };
 
 constexpr std::string_view kHelloMagic = "weft-tcp/1";
@@ -97,7 +118,8 @@ constexpr std::string_view kHelloMagic = "weft-tcp/1";
 std::string EncodeHello(const Hello& h) {
   return std::string(kHelloMagic) + "\njob=" + h.job + "\nrank=" + std::to_string(h.rank) +
          "\nworld=" + std::to_string(h.world) + "\nsocket=" + std::to_string(h.socket) +
-         "\nsockets=" + std::to_string(h.sockets);
+         "\nsockets=" + std::to_string(h.sockets) +
+         (h.to >= 0 ? "\nto=" + std::to_string(h.to) : std::string());
 }
 
 Result<Hello> ParseHello(std::string_view text) {
@@ -120,41 +142,39 @@ Result<Hello> ParseHello(std::string_view text) {
                    : key == "world"   ? &h.world
                    : key == "socket"  ? &h.socket
                    : key == "sockets" ? &h.sockets
+                   : key == "to"      ? &h.to
                                       : nullptr;
     if (key == "job") {
       h.job = std::string(value);
     } else if (num == nullptr || !ParseInt(value, num)) {
       return InvalidArgumentError("malformed hello field '" + std::string(key) + "'");
     }
-    ++fields;
+    if (key != "to") ++fields;
   }
   if (first || fields != 5) return InvalidArgumentError("incomplete hello");
   return h;
 }
 
-// The first IPv4 address of an up interface: one whose name starts with `prefix` if given, else
-// any non-loopback one, else 127.0.0.1.
-Result<std::string> DefaultIPv4Address(const std::string& prefix) {
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return ErrnoError("getifaddrs", errno);
-  std::string found;
-  for (ifaddrs* ifa = list; ifa != nullptr && found.empty(); ifa = ifa->ifa_next) {
-    if (ifa->ifa_addr == nullptr || ifa->ifa_addr->sa_family != AF_INET) continue;
-    if (!(ifa->ifa_flags & IFF_UP)) continue;
-    if (prefix.empty() ? (ifa->ifa_flags & IFF_LOOPBACK) != 0
-                       : std::string_view(ifa->ifa_name).substr(0, prefix.size()) != prefix) {
-      continue;
-    }
-    char buf[INET_ADDRSTRLEN] = {0};
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ifa->ifa_addr)->sin_addr, buf, sizeof(buf));
-    found = buf;
+// The hosts Listen() publishes when bound to every interface (see the file comment).
+Result<std::vector<std::string>> PublishedHosts() {
+  const bool tcp_only = kIfnameKnob.IsSet() && !kIfnameKnob.Get().empty();
+  const std::string& spec = tcp_only ? kIfnameKnob.Get() : SocketIfnameSpec();
+  auto found = CandidateAddresses(spec, tcp_only ? "WEFT_TCP_IFNAME" : "WEFT_SOCKET_IFNAME");
+  if (!found.ok()) {
+    // No interface up at all (a bare namespace): loopback is all a peer could use, as before.
+    if (spec.empty()) return std::vector<std::string>{"127.0.0.1"};
+    return found.status();
   }
-  freeifaddrs(list);
-  if (!found.empty()) return found;
-  if (!prefix.empty()) {
-    return NotFoundError("no up IPv4 interface matches WEFT_TCP_IFNAME='" + prefix + "'");
-  }
-  return std::string("127.0.0.1");
+  std::vector<std::string> outer, loopback;
+  for (const InterfaceAddress& ia : *found) (ia.loopback ? loopback : outer).push_back(ia.address);
+  return outer.empty() ? loopback : outer;
+}
+
+bool IsLoopback(const std::string& host) {
+  in_addr a{};
+  return host == "localhost" ||
+         (inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127) ||
+         host == "::1";
 }
 
 std::string RemoteAddressOf(int fd) {
@@ -256,7 +276,16 @@ class TcpTransportImpl final : public TcpTransport, public PeerScheduler {
 
  private:
   Status StartThreadLocked();
-  Result<UniqueFd> Dial(const PeerInfo& peer, int index, Deadline deadline);
+  // One connection for socket `index` of `peer` at `addr`: connect, handshake, verdict. With
+  // `one_of_several`, connect once within kDialAttempt and handshake within the handshake timeout;
+  // else retry the connect until the deadline. On failure *wrong_process says whether the process
+  // there was not the peer (unreachable, another job or rank, not weft), so another address may
+  // do better.
+  Result<UniqueFd> DialAt(const PeerInfo& peer, const HostPort& addr, int index,
+                          bool one_of_several, Deadline deadline, bool* wrong_process);
+  // Socket 0 of `peer`: its addresses in order, in rounds until the deadline; returns the socket
+  // and the address that worked. The error names every address with its own failure.
+  Result<std::pair<UniqueFd, HostPort>> DialFirst(const PeerInfo& peer, Deadline deadline);
   void Wake();
   // Progress thread.
   void Run();
@@ -354,11 +383,11 @@ Result<std::string> TcpTransportImpl::Listen() {
   bool any = host.empty() || host == "0.0.0.0";
   auto listener = ListenTcp(any ? "0.0.0.0" : host, 0);
   if (!listener.ok()) return listener.status().WithContext(who_ + ": cannot listen");
-  std::string publish = host;
+  std::vector<std::string> publish = {host};
   if (any) {
-    auto addr = DefaultIPv4Address(kIfnameKnob.Get());
-    if (!addr.ok()) return addr.status().WithContext(who_);
-    publish = *addr;
+    auto hosts = PublishedHosts();
+    if (!hosts.ok()) return hosts.status().WithContext(who_);
+    publish = std::move(*hosts);
   }
   // Accepted sockets inherit the buffer sizes, in time for the window scale negotiation.
   SetBufferSizes(listener->fd.get(), settings_.buffer_bytes);
@@ -372,15 +401,20 @@ Result<std::string> TcpTransportImpl::Listen() {
     return ErrnoError("epoll_ctl(ADD listener)", err);
   }
   WEFT_RETURN_IF_ERROR(StartThreadLocked());
-  address_ = HostPort{publish, listener->port}.ToString();
+  address_ = FormatHostPortList(publish, listener->port);
   WEFT_LOG(INFO) << who_ << ": listening on " << address_;
   return address_;
 }
 
-Result<UniqueFd> TcpTransportImpl::Dial(const PeerInfo& peer, int index, Deadline deadline) {
-  std::string what = "rank " + std::to_string(peer.rank) + " (tcp " + peer.address + ")";
-  WEFT_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(peer.address));
-  auto fd = ConnectTcp(hp, deadline);
+Result<UniqueFd> TcpTransportImpl::DialAt(const PeerInfo& peer, const HostPort& addr, int index,
+                                          bool one_of_several, Deadline deadline,
+                                          bool* wrong_process) {
+  *wrong_process = true;
+  const std::string what = "rank " + std::to_string(peer.rank) + " at " + addr.ToString();
+  // Among several addresses, one that drops packets or answers slowly must not use up the
+  // deadline the others need; a single address gets the whole deadline, as it always did.
+  auto fd = one_of_several ? ConnectTcpOnce(addr, Deadline::After(kDialAttempt).Min(deadline))
+                           : ConnectTcp(addr, deadline);
   if (!fd.ok()) return fd.status();
   SetBufferSizes(fd->get(), settings_.buffer_bytes);
   Hello hello;
@@ -389,16 +423,78 @@ Result<UniqueFd> TcpTransportImpl::Dial(const PeerInfo& peer, int index, Deadlin
   hello.world = config_.world_size;
   hello.socket = index;
   hello.sockets = settings_.sockets_per_peer;
-  Status s = ClientHandshake(fd->get(), config_.secret, EncodeHello(hello), deadline);
+  hello.to = peer.rank;
+  const Deadline hs_deadline =
+      one_of_several ? Deadline::After(settings_.handshake_timeout).Min(deadline) : deadline;
+  Status s = ClientHandshake(fd->get(), config_.secret, EncodeHello(hello), hs_deadline);
   if (!s.ok()) return s.WithContext("handshake with " + what);
   uint8_t ack = 0;
-  s = ReadFull(fd->get(), &ack, 1, deadline);
+  s = ReadFull(fd->get(), &ack, 1, hs_deadline);
   if (!s.ok()) return s.WithContext("handshake with " + what);
   if (ack != kAccepted) {
+    // Past the proof, the process knows the job secret; unless it says it is another job or
+    // another rank, it is the peer, and its refusal holds for every address.
+    *wrong_process = ack == kRefusedJob || ack == kRefusedWrongPeer;
     return FailedPreconditionError(what + " refused socket " + std::to_string(index) + ": " +
                                    AckText(ack));
   }
+  *wrong_process = false;
   return fd;
+}
+
+Result<std::pair<UniqueFd, HostPort>> TcpTransportImpl::DialFirst(const PeerInfo& peer,
+                                                                  Deadline deadline) {
+  const std::string who = "rank " + std::to_string(peer.rank);
+  WEFT_ASSIGN_OR_RETURN(std::vector<HostPort> all, ParseHostPortList(peer.address));
+  // 127.0.0.0/8 on another host would reach this host's own namespace; keep such addresses only
+  // when they are all the peer offers (a test giving ranks of one machine different host ids).
+  std::vector<HostPort> candidates;
+  const bool remote =
+      !config_.host_id.empty() && !peer.host_id.empty() && peer.host_id != config_.host_id;
+  for (const HostPort& hp : all) {
+    if (!(remote && IsLoopback(hp.host))) candidates.push_back(hp);
+  }
+  if (candidates.empty()) candidates = all;
+  const bool several = candidates.size() > 1;
+  std::vector<Status> last(candidates.size(), UnavailableError("not tried before the deadline"));
+  std::vector<bool> attempted(candidates.size(), false);
+  auto backoff = std::chrono::milliseconds(20);
+  for (int round = 0;; ++round) {
+    for (size_t c = 0; c < candidates.size(); ++c) {
+      bool wrong_process = true;
+      auto fd = DialAt(peer, candidates[c], 0, several, deadline, &wrong_process);
+      if (fd.ok()) {
+        WEFT_LOG(INFO) << who_ << ": reached " << who << " at " << candidates[c].ToString()
+                       << (several ? " (address " + std::to_string(c + 1) + " of " +
+                                         std::to_string(candidates.size()) + ")"
+                                   : std::string());
+        return std::make_pair(std::move(*fd), candidates[c]);
+      }
+      // A single address already had the whole deadline to connect, as it always did.
+      if (!wrong_process || !several) return fd.status();
+      // An attempt the overall deadline cut short says less than an earlier round's own failure.
+      if (!attempted[c] || !deadline.Expired()) last[c] = fd.status();
+      attempted[c] = true;
+      if (several && round == 0) {
+        WEFT_LOG(INFO) << who_ << ": " << who << " at " << candidates[c].ToString()
+                       << " failed, trying the next address: " << fd.status().message();
+      }
+      if (deadline.Expired()) break;
+    }
+    if (deadline.Expired()) break;
+    std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(backoff, deadline.Remaining()));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+  }
+  std::string tried;
+  StatusCode code = StatusCode::kDeadlineExceeded;
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    tried += (c ? "; " : "") + candidates[c].ToString() + ": " + last[c].message();
+    if (last[c].code() != StatusCode::kDeadlineExceeded) code = last[c].code();
+  }
+  return Status(code, "none of its " + std::to_string(candidates.size()) +
+                          " addresses connected before the deadline (" + tried +
+                          "); WEFT_SOCKET_IFNAME or WEFT_TCP_IFNAME on " + who +
+                          " choose what it offers");
 }
 
 Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
@@ -417,7 +513,7 @@ Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
                                   " twice");
     }
     if (p.rank > self) {
-      auto hp = ParseHostPort(p.address);
+      auto hp = ParseHostPortList(p.address);
       if (!hp.ok()) return hp.status().WithContext(who_ + ": rank " + std::to_string(p.rank));
     } else {
       need_inbound = true;
@@ -485,14 +581,20 @@ Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
   std::map<int, Status> failures;
   for (size_t i = 0; i < peers.size(); ++i) {
     if (peers[i].rank < self) continue;
-    for (int index = 0; index < sockets; ++index) {
-      auto fd = Dial(peers[i], index, deadline);
-      Status s = fd.ok() ? mine[i]->AttachSocket(index, std::move(*fd)) : fd.status();
-      if (!s.ok()) {
-        failures.emplace(peers[i].rank, s);
-        break;
-      }
+    // Socket 0 finds the address that works; the others go straight to it.
+    auto first = DialFirst(peers[i], deadline);
+    if (!first.ok()) {
+      failures.emplace(peers[i].rank, first.status());
+      continue;
     }
+    const HostPort chosen = first->second;
+    Status s = mine[i]->AttachSocket(0, std::move(first->first));
+    for (int index = 1; index < sockets && s.ok(); ++index) {
+      bool wrong_process;
+      auto fd = DialAt(peers[i], chosen, index, /*one_of_several=*/false, deadline, &wrong_process);
+      s = fd.ok() ? mine[i]->AttachSocket(index, std::move(*fd)) : fd.status();
+    }
+    if (!s.ok()) failures.emplace(peers[i].rank, s);
   }
 
   Status aborted;
@@ -507,9 +609,10 @@ Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
       int attached = 0;
       for (int index = 0; index < sockets; ++index) attached += peer->SocketAttached(index);
       if (attached < sockets) {
-        failures.emplace(rank, DeadlineExceededError(std::to_string(attached) + " of " +
-                                                     std::to_string(sockets) +
-                                                     " sockets arrived before the deadline"));
+        std::string what = std::to_string(attached) + " of " + std::to_string(sockets) +
+                           " sockets arrived before the deadline (this rank listens at " +
+                           address_ + ")";
+        failures.emplace(rank, DeadlineExceededError(what));
       }
     }
     inbound_.clear();
@@ -749,6 +852,11 @@ void TcpTransportImpl::Admit(HandshakeConn* conn) {
     if (h.job != config_.job_id) {
       code = kRefusedJob;
       why = "it belongs to job '" + h.job + "', not '" + config_.job_id + "'";
+    } else if (h.to >= 0 && h.to != config_.rank) {
+      code = kRefusedWrongPeer;
+      why = "rank " + std::to_string(h.rank) + " wanted rank " + std::to_string(h.to) +
+            ", this is rank " + std::to_string(config_.rank) +
+            " (an address of that rank reaches this one)";
     } else if (h.world != config_.world_size || h.rank < 0 || h.rank >= config_.rank) {
       code = kRefusedRank;
       why = "rank " + std::to_string(h.rank) + " of " + std::to_string(h.world) +

@@ -25,15 +25,22 @@ struct TcpTransportOptions {
 // else goes through the Transport interface.
 //
 // Contract (beyond transport.h):
-//   - Listen() binds config.listen_host (empty: 0.0.0.0, publishing the first IPv4 address of an
-//     up, non-loopback interface, optionally narrowed by WEFT_TCP_IFNAME; 127.0.0.1 if none) on
-//     an ephemeral port and starts the progress thread; the listener stays open for the
+//   - Listen() binds config.listen_host (empty: 0.0.0.0) on an ephemeral port and starts the
+//     progress thread. It publishes "host:port" for a configured host; bound to every interface,
+//     "a,b,...:port" with the IPv4 addresses of the up interfaces that WEFT_TCP_IFNAME, else
+//     WEFT_SOCKET_IFNAME, selects, in preference order (base/socket_util.h CandidateAddresses),
+//     loopback only when nothing else is selected (a single address reads "host:port" as
+//     before). NotFound naming the knob when it selects nothing. The listener stays open for the
 //     transport's lifetime, refusing (closing, logging at WARN, counting) every connection that
-//     fails the handshake, stays silent, names another job or an unexpected rank or socket, or
-//     arrives once Connect() is done.
+//     fails the handshake, stays silent, names another job or an unexpected rank or socket,
+//     wants another rank, or arrives once Connect() is done.
 //   - Connect() may be called once; after it fails the transport is spent. Of each pair the
 //     lower rank dials the higher one with config.tcp_sockets_per_peer sockets (else
-//     WEFT_TCP_SOCKETS); both sides must agree. Errors name the ranks that did not connect.
+//     WEFT_TCP_SOCKETS); both sides must agree. Of several peer addresses, the first that
+//     connects and authenticates as that peer is kept for all the pair's sockets (loopback ones
+//     are skipped for a peer with another host_id, unless they are all it has); each attempt is
+//     bounded by a few seconds and all by the deadline. Errors name the ranks that did not
+//     connect and, for a dialed peer, every address tried with its own failure.
 //   - Requests complete on the progress thread; Test() only observes. Wait() spins briefly
 //     (WEFT_TCP_WAIT_SPIN_US), moving its peer's ready data itself while it does so (this saves
 //     two thread wake-ups per small message), then sleeps on a futex.
