@@ -30,7 +30,7 @@ Status AllReduceShmDirect(OpContext& ctx, const void* sendbuf, void* recvbuf, si
   WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
   if (bytes > 0) std::memcpy(data(arena.rank()), sendbuf, bytes);
   ctx.ArenaWrote(bytes);
-  arena.Set(ready, seq);
+  arena.Post(ready, seq);  // its sleeper check happens inside the wait
   WEFT_RETURN_IF_ERROR(ctx.WaitArena(ready, seq));
   auto* out = static_cast<uint8_t*>(recvbuf);
   if (bytes > 0 && n == 1) {

@@ -375,6 +375,13 @@ Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t
   WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
   size_t bytes = Bytes(count, dtype);
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
+  const auto& o = impl_->shared().options();
+  if (impl_->arena() != nullptr && o.algorithm.empty() && bytes <= o.shm_direct_max_bytes) {
+    // What the tuner would say (one host, small), without building its input: the latency path.
+    return impl_->Issue("allreduce", metrics::Algo::kShmDirect, [=](internal::OpContext& ctx) {
+      return AllReduceShmDirect(ctx, sendbuf, recvbuf, count, dtype, op);
+    });
+  }
   AllReduceAlgo algo = ChooseAllReduce(TunerFor(count, dtype));
   return impl_->Issue("allreduce", MetricsAlgo(algo), [=](internal::OpContext& ctx) {
     switch (algo) {

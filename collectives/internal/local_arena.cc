@@ -187,6 +187,11 @@ void LocalArena::Unlink() {
 
 void LocalArena::Publish(std::atomic<uint64_t>* flag, uint64_t seq) {
   flag->store(seq, std::memory_order_release);
+  wake_pending_ = false;  // this check covers earlier Post()s too
+  WakeSleepers();
+}
+
+void LocalArena::WakeSleepers() {
   // Pairs with the sleeper's fence: either it sees the flag, or we see it asleep and wake it.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (header_->sleepers.load(std::memory_order_relaxed) > 0) {
