@@ -15,6 +15,7 @@
 #include "base/hmac.h"
 #include "base/host_identity.h"
 #include "base/logging.h"
+#include "base/recycling_allocator.h"
 
 namespace weft::collectives::internal {
 namespace {
@@ -62,60 +63,9 @@ WEFT_ENV_KNOB(kShmCollSpinKnob, "WEFT_SHM_COLL_SPIN_US", "50",
 
 constexpr int kSliceMs = 50;
 
-// Recycles the blocks of Work states (shared_ptr control block and state in one) through a small
-// per-thread cache: issuing a small collective then costs no malloc/free pair. A block freed on
-// another thread joins that thread's cache. The cache itself is trivially destructible, so a
-// state released late in a thread's exit (or during static destruction) still finds it; its
-// blocks are returned to the heap by a second thread-local's destructor, after which the thread
-// stops caching.
-struct BlockCache {
-  static constexpr int kMax = 64;
-  void* blocks[kMax];
-  int count;
-  bool closed;
-};
-thread_local BlockCache t_block_cache;  // zero-initialised
-struct BlockCacheReaper {
-  BlockCacheReaper() = default;
-  ~BlockCacheReaper() {
-    for (int i = 0; i < t_block_cache.count; ++i) ::operator delete(t_block_cache.blocks[i]);
-    t_block_cache.count = 0;
-    t_block_cache.closed = true;
-  }
-};
-thread_local BlockCacheReaper t_block_cache_reaper;
-
-template <typename T>
-struct RecyclingAllocator {
-  using value_type = T;
-  RecyclingAllocator() = default;
-  template <typename U>
-  RecyclingAllocator(const RecyclingAllocator<U>&) {}  // NOLINT(google-explicit-constructor)
-  // Every block has one size: only one type (WorkState's control block) is allocated this way.
-  T* allocate(size_t n) {
-    BlockCache& c = t_block_cache;
-    if (n == 1 && c.count > 0) return static_cast<T*>(c.blocks[--c.count]);
-    return static_cast<T*>(::operator new(n * sizeof(T)));
-  }
-  void deallocate(T* p, size_t n) {
-    BlockCache& c = t_block_cache;
-    if (n == 1 && !c.closed && c.count < BlockCache::kMax) {
-      if (c.count == 0) (void)&t_block_cache_reaper;  // constructs it: frees the blocks at exit
-      c.blocks[c.count++] = p;
-      return;
-    }
-    ::operator delete(p);
-  }
-  template <typename U>
-  bool operator==(const RecyclingAllocator<U>&) const { return true; }
-  template <typename U>
-  bool operator!=(const RecyclingAllocator<U>&) const { return false; }
-};
-
 template <typename... Args>
 std::shared_ptr<WorkState> NewWorkState(Args&&... args) {
-  return std::allocate_shared<WorkState>(RecyclingAllocator<WorkState>(),
-                                         std::forward<Args>(args)...);
+  return MakeRecycled<WorkState>(std::forward<Args>(args)...);
 }
 
 std::vector<std::string> SplitList(const std::string& s) {

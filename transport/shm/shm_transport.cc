@@ -30,6 +30,7 @@
 #include "base/env.h"
 #include "base/hmac.h"
 #include "base/logging.h"
+#include "base/recycling_allocator.h"
 #include "base/socket_util.h"
 #include "transport/shm/shm_ring.h"
 #include "transport/shm/shm_segment.h"
@@ -522,7 +523,7 @@ Status Engine::Connect(const std::vector<PeerInfo>& peers, Deadline deadline) {
 
 Result<RequestPtr> Engine::Post(ShmRequest::Kind kind, int peer, void* data, uint64_t size,
                                 uint64_t tag) {
-  auto req = std::make_shared<ShmRequest>(weak_from_this(), kind, peer, data, size, tag);
+  auto req = MakeRecycled<ShmRequest>(weak_from_this(), kind, peer, data, size, tag);
   if (data == nullptr && size > 0) {
     return InvalidArgumentError("shm: null buffer for the " + req->Describe());
   }

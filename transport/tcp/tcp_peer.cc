@@ -12,6 +12,7 @@
 #include <set>
 
 #include "base/logging.h"
+#include "base/recycling_allocator.h"
 
 namespace weft::transport::tcp {
 namespace {
@@ -121,8 +122,8 @@ Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag
   std::lock_guard<std::mutex> lock(mu_);
   if (!error_.ok()) return error_;
   auto req =
-      std::make_shared<TcpRequest>(TcpRequest::Kind::kSend, opt_.rank, tag, size, weak_from_this());
-  auto op = std::make_shared<SendOp>();
+      MakeRecycled<TcpRequest>(TcpRequest::Kind::kSend, opt_.rank, tag, size, weak_from_this());
+  auto op = MakeRecycled<SendOp>();
   op->req = req;
   op->data = static_cast<const char*>(data);
   op->size = size;
@@ -143,7 +144,7 @@ Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return error_;
   auto req =
-      std::make_shared<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size, weak_from_this());
+      MakeRecycled<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size, weak_from_this());
   auto it = unexpected_.find(tag);
   if (it != unexpected_.end()) {
     InMessage* m = it->second.front();

@@ -50,6 +50,7 @@
 #include "base/env.h"
 #include "base/hmac.h"
 #include "base/logging.h"
+#include "base/recycling_allocator.h"
 #include "base/socket_util.h"
 #include "transport/ucx/ucx_request.h"
 #include "transport/ucx/ucx_wire.h"
@@ -169,41 +170,55 @@ struct Op {
   ProofMsg proof{};
 };
 
-// The FIFO of one (peer, tag): nearly always one entry, since collectives use a fresh tag per
-// step. A vector with a moving head costs one allocation where a std::deque costs two, on every
-// message's path.
+// Entries keyed by tag, oldest first; the oldest of a tag matches first. A flat vector: a peer
+// has few receives posted or messages waiting at once, every operation brings new tags (the
+// tag carries its sequence number), and a hash map would allocate a node (and a queue) per
+// message; this keeps its capacity and allocates nothing in steady state.
 template <typename T>
-class TagFifo {
+class TagList {
  public:
-  bool empty() const { return head_ == items_.size(); }
-  T& front() { return items_[head_]; }
-  void pop_front() {
-    items_[head_++] = T();
-    if (empty()) {
-      items_.clear();
-      head_ = 0;
-    } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
-      // A queue that never drains must not grow without bound.
-      items_.erase(items_.begin(), begin());
-      head_ = 0;
+  // Index of the oldest entry with `tag`, or -1.
+  ptrdiff_t Find(uint64_t tag) const {
+    for (size_t i = 0; i < items_.size(); ++i) {
+      if (items_[i].first == tag) return static_cast<ptrdiff_t>(i);
     }
+    return -1;
   }
-  void push_back(T v) { items_.push_back(std::move(v)); }
-  auto begin() { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
+  // Removes and returns entry i, keeping the others' order.
+  T Take(ptrdiff_t i) {
+    T v = std::move(items_[static_cast<size_t>(i)].second);
+    items_.erase(items_.begin() + i);
+    return v;
+  }
+  void Push(uint64_t tag, T v) { items_.emplace_back(tag, std::move(v)); }
+  bool empty() const { return items_.empty(); }
+  void clear() { items_.clear(); }
+  auto begin() { return items_.begin(); }
   auto end() { return items_.end(); }
 
  private:
-  std::vector<T> items_;
-  size_t head_ = 0;
+  std::vector<std::pair<uint64_t, T>> items_;
 };
 
 // A message whose header arrived before any receive matched it.
 struct Arrived {
+  static constexpr size_t kSmall = 64;
   uint64_t tag = 0;
   uint64_t size = 0;
   uint64_t seq = 0;
   bool is_inline = false;
-  std::unique_ptr<char[]> data;  // inline payload
+  std::unique_ptr<char[]> data;  // inline payload over kSmall bytes
+  char small[kSmall];            // inline payload up to kSmall bytes (no allocation)
+  const char* payload() const { return size <= kSmall ? small : data.get(); }
+  void Keep(const char* p, size_t n) {
+    if (n == 0) return;
+    if (n <= kSmall) {
+      std::memcpy(small, p, n);
+    } else {
+      data.reset(new char[n]);
+      std::memcpy(data.get(), p, n);
+    }
+  }
 };
 
 struct Peer {
@@ -232,8 +247,8 @@ struct Peer {
   uint64_t next_send_seq = 0;
   uint64_t next_ctrl_seq = 0;
   std::map<uint64_t, Arrived> reorder;                        // headers that overtook a lower seq
-  std::unordered_map<uint64_t, TagFifo<Op*>> posted;          // per tag, in post order
-  std::unordered_map<uint64_t, TagFifo<Arrived>> unexpected;  // per tag, in seq order
+  TagList<Op*> posted;          // in post order
+  TagList<Arrived> unexpected;  // in seq order
   Op* inflight = nullptr;  // ops with UCP requests pending (Op::peer_next list)
 };
 
@@ -732,7 +747,7 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   std::lock_guard<std::mutex> lock(mu_);
   if (!peer->failed.ok()) return peer->failed;
   if (!aborted_.ok()) return aborted_;
-  auto req = std::make_shared<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size,
+  auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size,
                                           weak_from_this());
   Op* op = NewOp(Op::Kind::kSend, peer);
   op->req = req;
@@ -780,18 +795,16 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
   std::lock_guard<std::mutex> lock(mu_);
   if (peer->aborted) return peer->failed;
   if (!aborted_.ok()) return aborted_;
-  auto req = std::make_shared<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
+  auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
                                           weak_from_this());
   Op* op = NewOp(Op::Kind::kRecv, peer);
   op->req = req;
   op->buf = static_cast<char*>(data);
   op->size = size;
   op->tag = tag;
-  auto it = peer->unexpected.find(tag);
-  if (it != peer->unexpected.end()) {
-    Arrived a = std::move(it->second.front());
-    it->second.pop_front();
-    if (it->second.empty()) peer->unexpected.erase(it);
+  const ptrdiff_t waiting = peer->unexpected.Find(tag);
+  if (waiting >= 0) {
+    Arrived a = peer->unexpected.Take(waiting);
     Match(peer, op, a);
     Drain();
     if (!req->done()) WakeIfSleeping();
@@ -802,7 +815,7 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
     ReleaseOp(op);
     return peer->failed;
   }
-  peer->posted[tag].push_back(op);
+  peer->posted.Push(tag, op);
   return RequestPtr(std::move(req));
 }
 
@@ -845,7 +858,7 @@ void Core::OnCtrl(const Event& ev) {
       CtrlHeader h{
           kCtrlMagic,    r->second.is_inline ? kInline : 0u, 0, r->second.seq, r->second.tag,
           r->second.size};
-      Deliver(peer, h, r->second.data.get());
+      Deliver(peer, h, r->second.payload());
       ++peer->next_ctrl_seq;
     }
   } else if (hdr.seq > peer->next_ctrl_seq) {
@@ -854,10 +867,7 @@ void Core::OnCtrl(const Event& ev) {
     a.size = hdr.size;
     a.seq = hdr.seq;
     a.is_inline = (hdr.flags & kInline) != 0;
-    if (a.is_inline && hdr.size > 0) {
-      a.data.reset(new char[hdr.size]);
-      std::memcpy(a.data.get(), payload, hdr.size);
-    }
+    if (a.is_inline) a.Keep(payload, hdr.size);
     peer->reorder.emplace(hdr.seq, std::move(a));
   } else {
     ++stats_.dropped_ctrl;
@@ -871,11 +881,9 @@ void Core::Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload) {
   a.size = hdr.size;
   a.seq = hdr.seq;
   a.is_inline = (hdr.flags & kInline) != 0;
-  auto it = peer->posted.find(hdr.tag);
-  if (it != peer->posted.end()) {
-    Op* recv = it->second.front();
-    it->second.pop_front();
-    if (it->second.empty()) peer->posted.erase(it);
+  const ptrdiff_t posted = peer->posted.Find(hdr.tag);
+  if (posted >= 0) {
+    Op* recv = peer->posted.Take(posted);
     if (a.is_inline && recv->size == a.size) {
       // Matched at once: copy straight from the bounce buffer.
       if (a.size > 0) std::memcpy(recv->buf, payload, a.size);
@@ -886,11 +894,8 @@ void Core::Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload) {
     Match(peer, recv, a);
     return;
   }
-  if (a.is_inline && a.size > 0) {
-    a.data.reset(new char[a.size]);
-    std::memcpy(a.data.get(), payload, a.size);
-  }
-  peer->unexpected[hdr.tag].push_back(std::move(a));
+  if (a.is_inline) a.Keep(payload, a.size);
+  peer->unexpected.Push(hdr.tag, std::move(a));
 }
 
 void Core::Match(Peer* peer, Op* recv, Arrived& a) {
@@ -911,7 +916,7 @@ void Core::Match(Peer* peer, Op* recv, Arrived& a) {
     return;
   }
   if (a.is_inline) {
-    if (a.size > 0) std::memcpy(recv->buf, a.data.get(), a.size);
+    if (a.size > 0) std::memcpy(recv->buf, a.payload(), a.size);
     recv->req->Complete(Status::Ok());
     ReleaseOp(recv);
     return;
@@ -1267,11 +1272,9 @@ void Core::FailPeer(Peer* p, const Status& why, bool keep_arrived) {
   if (!p->failed.ok()) return;
   p->failed = why;
   if (p->auth_error.ok() && !p->authed) p->auth_error = why;
-  for (auto& [tag, q] : p->posted) {
-    for (Op* op : q) {
-      op->req->Complete(why);
-      ReleaseOp(op);
-    }
+  for (auto& [tag, op] : p->posted) {
+    op->req->Complete(why);
+    ReleaseOp(op);
   }
   p->posted.clear();
   p->reorder.clear();
