@@ -122,7 +122,8 @@ Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag
   std::lock_guard<std::mutex> lock(mu_);
   if (!error_.ok()) return error_;
   auto req =
-      MakeRecycled<TcpRequest>(TcpRequest::Kind::kSend, opt_.rank, tag, size, weak_from_this());
+      MakeRecycled<TcpRequest>(TcpRequest::Kind::kSend, opt_.rank, tag, size, weak_from_this(),
+                               opt_.wait_spin_us);
   auto op = MakeRecycled<SendOp>();
   op->req = req;
   op->data = static_cast<const char*>(data);
@@ -144,7 +145,8 @@ Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return error_;
   auto req =
-      MakeRecycled<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size, weak_from_this());
+      MakeRecycled<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size, weak_from_this(),
+                               opt_.wait_spin_us);
   auto it = unexpected_.find(tag);
   if (it != unexpected_.end()) {
     InMessage* m = it->second.front();
@@ -202,13 +204,13 @@ void TcpPeer::SetArmedLocked(bool on) {
 }
 
 void TcpPeer::KeepArmedFor(const std::shared_ptr<TcpRequest>& recv) {
-  if (recv->size() < kPollModeMaxBytes || !opt_.spin_tight) return;
+  if (recv->size() < kPollModeMaxBytes || !opt_.poll_mode) return;
   large_recvs_.push_back(recv);
   SetArmedLocked(true);
 }
 
 void TcpPeer::BeginSpin() {
-  if (!opt_.spin_tight) return;
+  if (!opt_.poll_mode) return;
   if (spinners_.fetch_add(1, std::memory_order_seq_cst) != 0) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -220,7 +222,7 @@ void TcpPeer::BeginSpin() {
 }
 
 void TcpPeer::EndSpin(bool completed) {
-  if (!opt_.spin_tight) return;
+  if (!opt_.poll_mode) return;
   last_spin_end_ns_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   // Counted as a sleeper before it stops counting as a spinner, so whichever spinner leaves last
   // sees it.

@@ -141,6 +141,11 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
     PeerScheduler* scheduler = nullptr;
     // This host's ranks fit its cores: a spinning waiter may poll without yielding at first.
     bool spin_tight = false;
+    // Poll mode: while waiters spin on the peer they read its sockets themselves and the
+    // progress thread is not woken for its data (see armed_).
+    bool poll_mode = false;
+    // How long a request's Wait() spins before it sleeps (TcpRequest::WaitSpinUs).
+    int64_t wait_spin_us = 50;
   };
   explicit TcpPeer(Options options);
   ~TcpPeer() override;
@@ -170,7 +175,7 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   void BeginSpin() override;
   void EndSpin(bool completed) override;
   void EndSleep() override {
-    if (opt_.spin_tight) sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+    if (opt_.poll_mode) sleepers_.fetch_sub(1, std::memory_order_seq_cst);
   }
   bool SpinTight() const override { return opt_.spin_tight; }
   // Progress thread, for a peer it was told is Unarmed(): listens for its incoming data again

@@ -19,10 +19,11 @@ using ProgressSource = ProgressHook;
 // dropping the caller's handle early is harmless; it refers back to that peer only weakly.
 class TcpRequest final : public SpinWaitRequest {
  public:
-  TcpRequest(Kind kind, int peer, uint64_t tag, size_t size, std::weak_ptr<ProgressSource> source)
-      : SpinWaitRequest("tcp", kind, peer, tag, size, std::move(source), WaitSpinUs()) {}
+  TcpRequest(Kind kind, int peer, uint64_t tag, size_t size, std::weak_ptr<ProgressSource> source,
+             int64_t spin_us)
+      : SpinWaitRequest("tcp", kind, peer, tag, size, std::move(source), spin_us) {}
   // WEFT_TCP_WAIT_SPIN_US, read once.
-  static int64_t WaitSpinUs();
+  static int64_t WaitSpinUs(bool oversubscribed);
 };
 
 inline std::string TagString(uint64_t tag) { return HexTag(tag); }
