@@ -4,18 +4,31 @@
 #   float32 sum all-reduce, 2 and 4 ranks, shared memory and TCP over loopback, 8 B .. 256 MiB;
 #   broadcast, all-gather and reduce-scatter at 1 MiB and 64 MiB; the machine's limits (memory
 #   bandwidth with two streams, loopback TCP throughput).
-#   scripts/bench.sh [--repeats N] [--quick] [--out DIR]
+#   scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]]
+# --ucx adds weft over UCX against Open MPI's pml ucx with the same UCX_TLS (scripts/bench_ucx.sh,
+# into OUT/ucx.md); --netns adds the multi-host run over network namespaces, hierarchical against
+# the flat ring (scripts/bench_netns.sh into OUT/netns, links shaped to RATE when given, e.g.
+# 2gbit). Each adds a few minutes to the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=3
 max=256M
 out=bench/results/latest
+ucx=0
+netns=0
+netns_rate=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --ucx) ucx=1; shift ;;
+    --netns)
+      netns=1
+      if [ $# -gt 1 ] && [[ "$2" == *bit ]]; then netns_rate=$2; shift; fi
+      shift ;;
     --repeats) repeats=$2; shift 2 ;;
     --quick) repeats=1; max=16M; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "usage: scripts/bench.sh [--repeats N] [--quick] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]]" >&2
+       exit 2 ;;
   esac
 done
 
@@ -90,3 +103,13 @@ done
 
 python3 scripts/bench_report.py "$out"
 echo "bench: wrote $out/report.md, $out/summary.json and $out/*.png"
+
+if [ "$ucx" = 1 ]; then
+  echo "bench: weft over UCX vs Open MPI pml ucx"
+  REPEATS=$repeats scripts/bench_ucx.sh > "$out/ucx.md"
+  echo "bench: wrote $out/ucx.md"
+fi
+if [ "$netns" = 1 ]; then
+  echo "bench: multi-host over network namespaces"
+  scripts/bench_netns.sh --repeats "$repeats" --out "$out/netns" ${netns_rate:+--link-rate "$netns_rate"}
+fi
