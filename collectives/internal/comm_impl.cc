@@ -561,10 +561,12 @@ static void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chron
 
 void WorkState::Complete(Status s) {
   status_ = std::move(s);
-  // seq_cst on both sides (here and the sleeper's sleepers_/done_): either the sleeper sees done_
-  // before it sleeps, or we see it counted and wake it.
-  done_.store(1, std::memory_order_seq_cst);
-  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+  // No fence between the store and the load (that would cost as much as the rest of a small
+  // operation's completion): a sleeper that counts itself just as done_ is raised may be missed,
+  // and then wakes at the end of its nap (Wait naps 50 us at first, 20 ms at most) and finds
+  // done_ set; the futex itself re-checks done_ as it goes to sleep.
+  done_.store(1, std::memory_order_release);
+  if (sleepers_.load(std::memory_order_relaxed) > 0) {
     syscall(SYS_futex, reinterpret_cast<uint32_t*>(&done_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
             nullptr, 0);
   }
@@ -621,8 +623,11 @@ void CommImpl::StartWorker() { worker_ = std::thread([this] { WorkerLoop(); }); 
 
 void CommImpl::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    std::lock_guard<SpinLock> lock(qlock_);
+    stop_.store(true);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // the worker checks stop_ under mu_ before it sleeps
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
@@ -678,8 +683,8 @@ Result<Work> CommImpl::Issue(metrics::OpName name, metrics::Algo algo, WorkState
 Result<Work> CommImpl::Enqueue(std::shared_ptr<WorkState> state, bool collective) {
   Work work(state);
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) {
+    std::lock_guard<SpinLock> lock(qlock_);
+    if (stop_.load(std::memory_order_relaxed)) {
       return FailedPreconditionError(std::string(state->name) + " on a destroyed communicator");
     }
     if (collective) state->seq = next_seq_++;
@@ -696,14 +701,14 @@ Result<Work> CommImpl::Enqueue(std::shared_ptr<WorkState> state, bool collective
 }
 
 void CommImpl::GroupStart() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(qlock_);
   ++group_depth_;
 }
 
 Result<Work> CommImpl::GroupEnd() {
   std::vector<std::shared_ptr<WorkState>> members;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<SpinLock> lock(qlock_);
     if (group_depth_ == 0) return FailedPreconditionError("GroupEnd without GroupStart");
     if (--group_depth_ > 0) return Work();
     members.swap(group_ops_);
@@ -807,7 +812,7 @@ void CommImpl::TryRunInline(WorkState* state) {
   while (!state->done()) {
     std::shared_ptr<WorkState> next;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<SpinLock> lock(qlock_);
       if (running_.load(std::memory_order_relaxed) || queue_.empty()) return;
       next = std::move(queue_.front());
       queue_.pop_front();
@@ -825,23 +830,28 @@ void CommImpl::WorkerLoop() {
   // that do not wait still progress), and drains the queue on shutdown.
   const auto poll = std::chrono::microseconds(kProgressPollKnob.GetInt());
   uint64_t seen = 0;  // ticket at the front of the queue at the previous poll
-  std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    const bool running = running_.load(std::memory_order_acquire);
-    if (stop_ && queue_.empty() && !running) return;
-    if (!running && !queue_.empty() && (stop_ || queue_.front()->ticket == seen)) {
-      auto state = std::move(queue_.front());
-      queue_.pop_front();
-      running_.store(true, std::memory_order_relaxed);
-      lock.unlock();
+    std::shared_ptr<WorkState> state;
+    {
+      std::lock_guard<SpinLock> lock(qlock_);
+      const bool running = running_.load(std::memory_order_acquire);
+      const bool stop = stop_.load(std::memory_order_relaxed);
+      if (stop && queue_.empty() && !running) return;
+      if (!running && !queue_.empty() && (stop || queue_.front()->ticket == seen)) {
+        state = std::move(queue_.front());
+        queue_.pop_front();
+        running_.store(true, std::memory_order_relaxed);
+      } else {
+        seen = queue_.empty() ? 0 : queue_.front()->ticket;
+      }
+    }
+    if (state) {
       Execute(state);
       running_.store(false, std::memory_order_release);
-      state.reset();
-      lock.lock();
       continue;
     }
-    seen = queue_.empty() ? 0 : queue_.front()->ticket;
-    cv_.wait_for(lock, poll);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!stop_.load()) cv_.wait_for(lock, poll);
   }
 }
 
