@@ -275,35 +275,18 @@ Result<UniqueFd> ConnectOnce(const addrinfo* ai, const std::string& what, Deadli
 }  // namespace
 
 Result<UniqueFd> ConnectTcp(const HostPort& addr, Deadline deadline) {
-  std::string what = addr.ToString();
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  std::string port_str = std::to_string(addr.port);
   auto backoff = std::chrono::milliseconds(5);
   Status last;
   while (true) {
-    addrinfo* res = nullptr;
-    int rc = getaddrinfo(addr.host.c_str(), port_str.c_str(), &hints, &res);
-    if (rc == 0) {
-      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-        auto fd = ConnectOnce(ai, what, deadline);
-        if (fd.ok()) {
-          freeaddrinfo(res);
-          return fd;
-        }
-        last = fd.status();
-      }
-      freeaddrinfo(res);
-    } else {
-      last = UnavailableError("cannot resolve '" + addr.host + "': " + gai_strerror(rc));
-    }
+    auto fd = ConnectTcpOnce(addr, deadline);
+    if (fd.ok()) return fd;
+    last = fd.status();
     if (deadline.Expired()) break;
     auto nap = std::min<std::chrono::nanoseconds>(backoff, deadline.Remaining());
     std::this_thread::sleep_for(nap);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
   }
-  return DeadlineExceededError("could not connect to " + what +
+  return DeadlineExceededError("could not connect to " + addr.ToString() +
                                " before the deadline (last error: " + last.message() + ")");
 }
 

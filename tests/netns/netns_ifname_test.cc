@@ -19,11 +19,6 @@ constexpr int kHosts = 2;
 constexpr int kRanksPerHost = 2;
 constexpr int kWorld = kHosts * kRanksPerHost;
 
-std::string Weft() {
-  const char* d = std::getenv("WEFT_BIN_DIR");
-  return d ? std::string(d) + "/weft" : std::string("build/bin/weft");
-}
-
 std::unique_ptr<NetnsLab> MakeLab() {
   auto lab = NetnsLab::Create(kHosts);
   if (!lab.ok()) {
@@ -47,7 +42,7 @@ std::vector<BackgroundProcess> StartRanks(const NetnsLab& lab, int init_timeout_
   std::vector<BackgroundProcess> ranks;
   for (int r = 0; r < kWorld; ++r) {
     std::vector<std::string> argv = lab.InHost(r / kRanksPerHost);
-    argv.push_back(Weft());
+    argv.push_back(WeftBinary());
     for (const char* a : {"bench", "allreduce", "-b", "8", "-e", "64K", "-f", "64", "-n", "2", "-w",
                           "1", "-c", "1", "-d", "int32"}) {
       argv.push_back(a);

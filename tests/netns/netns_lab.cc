@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -225,6 +226,11 @@ Status NetnsLab::AddDeadInterface(int i, const std::string& name) {
     WEFT_RETURN_IF_ERROR(Ip(args));
   }
   return Status::Ok();
+}
+
+std::string WeftBinary() {
+  const char* d = std::getenv("WEFT_BIN_DIR");
+  return d ? std::string(d) + "/weft" : std::string("build/bin/weft");
 }
 
 }  // namespace weft::testing

@@ -52,6 +52,10 @@ class BackgroundProcess {
   std::string log_path_;
 };
 
+// The weft binary the netns tests run: $WEFT_BIN_DIR/weft, else build/bin/weft (ctest runs them
+// from the source tree).
+std::string WeftBinary();
+
 // The lab. RAII: the destructor deletes every namespace it made (deleting a namespace destroys
 // its veth ends and the bridge with it). Namespaces left by a lab whose process died (a crash,
 // a ctest timeout's SIGKILL) carry that process's pid in their names and are removed by the next

@@ -21,11 +21,6 @@ constexpr int kHosts = 3;
 constexpr int kRanksPerHost = 2;
 constexpr int kWorld = kHosts * kRanksPerHost;
 
-std::string Weft() {
-  const char* d = std::getenv("WEFT_BIN_DIR");
-  return d ? std::string(d) + "/weft" : std::string("build/bin/weft");
-}
-
 std::unique_ptr<NetnsLab> MakeLab() {
   auto lab = NetnsLab::Create(kHosts);
   if (!lab.ok()) {
@@ -45,7 +40,7 @@ std::vector<BackgroundProcess> StartRanks(const NetnsLab& lab, const std::vector
     std::vector<std::string> argv = lab.InHost(host);
     argv.push_back("/usr/bin/stdbuf");
     argv.push_back("-oL");
-    argv.push_back(Weft());
+    argv.push_back(WeftBinary());
     argv.insert(argv.end(), args.begin(), args.end());
     std::map<std::string, std::string> env = {
         {"RANK", std::to_string(r)},
