@@ -157,12 +157,17 @@ TEST(Netns, EveryCollectiveAcrossHosts) {
   }
 }
 
-TEST(Netns, LinkDownMidCollectiveFailsEveryRankInBoundedTime) {
+// 4 MiB runs the hierarchical all-reduce in one piece; 16 MiB runs it pipelined (from twice
+// WEFT_HIER_SEGMENT_BYTES, 4M), with the cross-host phase on a helper thread.
+class NetnsLinkDown : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NetnsLinkDown, MidCollectiveFailsEveryRankInBoundedTime) {
   auto lab = MakeLab();
   ASSERT_TRUE(lab);
   constexpr int kTimeoutMs = 4000;
+  const std::string size = GetParam();
   auto ranks = StartRanks(
-      *lab, {"bench", "allreduce", "-b", "4M", "-e", "4M", "-n", "1000000", "-w", "0", "-c", "0"},
+      *lab, {"bench", "allreduce", "-b", size, "-e", size, "-n", "1000000", "-w", "0", "-c", "0"},
       {{"WEFT_TIMEOUT_MS", std::to_string(kTimeoutMs)}});
   // Rank 0 prints the header once the communicator is up and the loop starts.
   Deadline up = Deadline::AfterMs(30000);
@@ -198,6 +203,9 @@ TEST(Netns, LinkDownMidCollectiveFailsEveryRankInBoundedTime) {
             .c_str());
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Sizes, NetnsLinkDown, ::testing::Values("4M", "16M"),
+                         [](const auto& info) { return "allreduce_" + info.param; });
 
 }  // namespace
 }  // namespace weft::testing
