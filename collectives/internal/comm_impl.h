@@ -212,25 +212,27 @@ class OpContext {
   mutable Deadline deadline_ = Deadline::Infinite();
 };
 
-// A move-only callable Status(OpContext&), stored inline when small: issuing an operation does
-// not allocate for it (std::function would, for any lambda over 16 bytes).
-class OpFn {
+// A move-only callable R(Arg), stored inline when small: issuing an operation does not allocate
+// for it (std::function would, for any lambda over 16 bytes). Larger callables go to the heap.
+template <typename R, typename Arg>
+class InlineFn {
  public:
-  OpFn() = default;
-  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, OpFn>>>
-  OpFn(F&& f) {  // NOLINT(google-explicit-constructor): lambdas convert, as to std::function
+  static constexpr size_t kInlineBytes = 64;
+  InlineFn() = default;
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, InlineFn>>>
+  InlineFn(F&& f) {  // NOLINT(google-explicit-constructor): lambdas convert, as to std::function
     using T = std::decay_t<F>;
     if constexpr (sizeof(T) <= kInlineBytes && alignof(T) <= alignof(std::max_align_t) &&
                   std::is_nothrow_move_constructible_v<T>) {
       new (buf_) T(std::forward<F>(f));
-      call_ = [](void* p, OpContext& c) { return (*static_cast<T*>(p))(c); };
+      call_ = [](void* p, Arg a) -> R { return (*static_cast<T*>(p))(std::forward<Arg>(a)); };
       manage_ = [](void* dst, void* src) {
         if (dst != nullptr) new (dst) T(std::move(*static_cast<T*>(src)));
         static_cast<T*>(src)->~T();
       };
     } else {
       *reinterpret_cast<T**>(buf_) = new T(std::forward<F>(f));
-      call_ = [](void* p, OpContext& c) { return (**static_cast<T**>(p))(c); };
+      call_ = [](void* p, Arg a) -> R { return (**static_cast<T**>(p))(std::forward<Arg>(a)); };
       manage_ = [](void* dst, void* src) {
         if (dst != nullptr) {
           *static_cast<T**>(dst) = *static_cast<T**>(src);
@@ -240,28 +242,27 @@ class OpFn {
       };
     }
   }
-  OpFn(OpFn&& o) noexcept { MoveFrom(o); }
-  OpFn& operator=(OpFn&& o) noexcept {
+  InlineFn(InlineFn&& o) noexcept { MoveFrom(o); }
+  InlineFn& operator=(InlineFn&& o) noexcept {
     if (this != &o) {
       Reset();
       MoveFrom(o);
     }
     return *this;
   }
-  OpFn(const OpFn&) = delete;
-  OpFn& operator=(const OpFn&) = delete;
-  ~OpFn() { Reset(); }
+  InlineFn(const InlineFn&) = delete;
+  InlineFn& operator=(const InlineFn&) = delete;
+  ~InlineFn() { Reset(); }
   explicit operator bool() const { return call_ != nullptr; }
-  Status operator()(OpContext& c) { return call_(buf_, c); }
+  R operator()(Arg a) { return call_(buf_, std::forward<Arg>(a)); }
 
  private:
-  static constexpr size_t kInlineBytes = 64;
   void Reset() {
     if (manage_ != nullptr) manage_(nullptr, buf_);
     call_ = nullptr;
     manage_ = nullptr;
   }
-  void MoveFrom(OpFn& o) {
+  void MoveFrom(InlineFn& o) {
     if (o.manage_ != nullptr) o.manage_(buf_, o.buf_);
     call_ = o.call_;
     manage_ = o.manage_;
@@ -269,10 +270,13 @@ class OpFn {
     o.manage_ = nullptr;
   }
   alignas(std::max_align_t) unsigned char buf_[kInlineBytes];
-  Status (*call_)(void*, OpContext&) = nullptr;
+  R (*call_)(void*, Arg) = nullptr;
   // Moves the callable from src into dst (raw storage) and ends src's; dst null: just ends src's.
   void (*manage_)(void* dst, void* src) = nullptr;
 };
+
+// An operation's body.
+using OpFn = InlineFn<Status, OpContext&>;
 
 // A point-to-point transfer, described so that a group can post it without waiting.
 struct P2POp {
