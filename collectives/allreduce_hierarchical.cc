@@ -15,7 +15,6 @@
 #include <mutex>
 #include <thread>
 
-
 #include "base/reduce_kernels.h"
 #include "collectives/algorithms.h"
 #include "collectives/internal/hierarchy.h"
@@ -87,7 +86,9 @@ Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
         const size_t o = b.offset * es;
         uint8_t* dst = shard + at * es;
         ReduceInto(dtype, sum_op, dst, arena->Slot(0, seq) + o, arena->Slot(1, seq) + o, b.count);
-        for (int r = 2; r < L; ++r) ReduceInto(dtype, sum_op, dst, dst, arena->Slot(r, seq) + o, b.count);
+        for (int r = 2; r < L; ++r) {
+          ReduceInto(dtype, sum_op, dst, dst, arena->Slot(r, seq) + o, b.count);
+        }
       }
       at += b.count;
       arena->Set(Flag::kDone, seq);
@@ -208,7 +209,9 @@ Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
     if (!s.ok()) return finish(s);
   }
   Status s = wait_crossed(segments - 1);
-  if (s.ok()) s = all_gather(first_chunk(segments - 1), end_chunk(segments - 1), seg_at[segments - 1]);
+  if (s.ok()) {
+    s = all_gather(first_chunk(segments - 1), end_chunk(segments - 1), seg_at[segments - 1]);
+  }
   return finish(s);
 }
 

@@ -4,11 +4,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <climits>
-#include <ctime>
-
 #include <algorithm>
+#include <climits>
 #include <cstring>
+#include <ctime>
 #include <sstream>
 
 #include "base/env.h"
@@ -124,8 +123,7 @@ Result<DecodedPeer> DecodePeer(const std::string& s) {
 // CommShared
 
 Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store, int rank,
-                                                       int world_size,
-                                                       const CommOptions& options) {
+                                                       int world_size, const CommOptions& options) {
   std::shared_ptr<CommShared> s(new CommShared());
   s->rank_ = rank;
   s->world_size_ = world_size;
@@ -135,21 +133,25 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   bool explicit_transports = !o.transports.empty();
   if (o.transports.empty()) o.transports = transport::AvailableTransports();
   o.timeout_ms = options.timeout_ms > 0 ? options.timeout_ms : kTimeoutKnob.GetInt();
-  o.init_timeout_ms = options.init_timeout_ms > 0 ? options.init_timeout_ms : kInitTimeoutKnob.GetInt();
-  o.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : static_cast<size_t>(kChunkKnob.GetBytes());
+  o.init_timeout_ms =
+      options.init_timeout_ms > 0 ? options.init_timeout_ms : kInitTimeoutKnob.GetInt();
+  o.chunk_bytes =
+      options.chunk_bytes > 0 ? options.chunk_bytes : static_cast<size_t>(kChunkKnob.GetBytes());
   if (o.chunk_bytes < 64) o.chunk_bytes = 64;
   o.algorithm = !options.algorithm.empty() ? options.algorithm : kAlgoKnob.Get();
   if (!o.algorithm.empty() && o.algorithm != "ring" && o.algorithm != "recursive_doubling" &&
-      o.algorithm != "shm_direct" && o.algorithm != "shm_chunked" && o.algorithm != "hierarchical") {
+      o.algorithm != "shm_direct" && o.algorithm != "shm_chunked" &&
+      o.algorithm != "hierarchical") {
     return InvalidArgumentError("unknown all-reduce algorithm '" + o.algorithm +
                                 "' (WEFT_ALGO): use ring, recursive_doubling, shm_direct, "
                                 "shm_chunked or hierarchical");
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
-  o.shm_coll_chunk_bytes = options.shm_coll_chunk_bytes > 0
-                               ? options.shm_coll_chunk_bytes
-                               : static_cast<size_t>(std::max<int64_t>(4096, kShmCollChunkKnob.GetBytes()));
+  o.shm_coll_chunk_bytes =
+      options.shm_coll_chunk_bytes > 0
+          ? options.shm_coll_chunk_bytes
+          : static_cast<size_t>(std::max<int64_t>(4096, kShmCollChunkKnob.GetBytes()));
   o.shm_direct_max_bytes = static_cast<size_t>(kShmDirectMaxKnob.GetBytes());
   o.shm_coll_spin_us = static_cast<int>(kShmCollSpinKnob.GetInt());
   o.shm_single_copy_min_bytes = options.shm_single_copy_min_bytes > 0
@@ -161,7 +163,9 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
           ? 0
           : static_cast<size_t>(options.hier_segment_bytes > 0 ? options.hier_segment_bytes
                                                                : kHierSegmentKnob.GetBytes());
-  if (o.shm_direct_max_bytes > o.shm_coll_chunk_bytes) o.shm_direct_max_bytes = o.shm_coll_chunk_bytes;
+  if (o.shm_direct_max_bytes > o.shm_coll_chunk_bytes) {
+    o.shm_direct_max_bytes = o.shm_coll_chunk_bytes;
+  }
   for (const auto& t : o.transports) {
     const auto avail = transport::AvailableTransports();
     if (std::find(avail.begin(), avail.end(), t) == avail.end()) {
@@ -267,8 +271,8 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
       std::string tried;
       for (const auto& n : options_.transports) tried += (tried.empty() ? "" : ",") + n;
       return UnavailableError("no transport can reach rank " + std::to_string(r) + " (host " +
-                              peers[r].host + ") from rank " + std::to_string(rank_) +
-                              " (host " + host + "); tried " + tried);
+                              peers[r].host + ") from rank " + std::to_string(rank_) + " (host " +
+                              host + "); tried " + tried);
     }
   }
   transport_labels_.assign(world_size_, metrics::kTransportSelf);
@@ -276,9 +280,9 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
   for (int r = 0; r < world_size_; ++r) {
     if (r == rank_) continue;
     transport_labels_[r] = metrics::TransportLabel(transport_names_[r]);
-    sent_counters_[r] = metrics::SentCounter(
-        transport_labels_[r],
-        hosts_[r] == host ? metrics::PeerClass::kSameHost : metrics::PeerClass::kRemote);
+    sent_counters_[r] =
+        metrics::SentCounter(transport_labels_[r], hosts_[r] == host ? metrics::PeerClass::kSameHost
+                                                                     : metrics::PeerClass::kRemote);
   }
   for (size_t i = 0; i < transports_.size(); ++i) {
     if (per_transport[i].empty()) continue;
@@ -308,7 +312,8 @@ Status CommShared::Bootstrap(rendezvous::Store& base_store, const CommOptions& o
   Status b = store.Barrier("connected", world_size_, deadline);
   if (!b.ok()) return b;
   if (root_arena_) root_arena_->Unlink();  // everyone has it mapped now
-  WEFT_LOG(DEBUG) << "communicator of " << world_size_ << " ranks connected (job " << job_id_ << ")";
+  WEFT_LOG(DEBUG) << "communicator of " << world_size_ << " ranks connected (job " << job_id_
+                  << ")";
   return Status::Ok();
 }
 
@@ -408,9 +413,7 @@ OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, int64_t 
 
 Hierarchy* OpContext::hierarchy() const { return comm_.hierarchy(); }
 int64_t OpContext::rd_max_bytes() const { return comm_.shared().options().rd_max_bytes; }
-size_t OpContext::hier_segment_bytes() const {
-  return comm_.shared().options().hier_segment_bytes;
-}
+size_t OpContext::hier_segment_bytes() const { return comm_.shared().options().hier_segment_bytes; }
 
 Result<bool> OpContext::ArenaSingleCopy(size_t bytes) {
   const size_t min = comm_.shared().options().shm_single_copy_min_bytes;
@@ -452,7 +455,8 @@ Status OpContext::WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank) 
     std::ostringstream msg;
     msg << OpLabel() << " timed out after " << secs << " s " << s.message();
     s = DeadlineExceededError(msg.str());
-  } else if (s.code() == StatusCode::kUnavailable && s.message().find("reported by") == std::string::npos) {
+  } else if (s.code() == StatusCode::kUnavailable &&
+             s.message().find("reported by") == std::string::npos) {
     s = s.WithContext(OpLabel());
   } else {
     return Status(s.code(), OpLabel() + " failed: " + s.message());
@@ -533,7 +537,9 @@ Status OpContext::WaitAll(std::vector<Pending>& ps) {
       for (int w : late) {
         who += (who.empty() ? "" : ", ") + std::to_string(w);
         const std::string& t = comm_.shared().transport_name(w);
-        if (transports.find(t) == std::string::npos) transports += (transports.empty() ? "" : ",") + t;
+        if (transports.find(t) == std::string::npos) {
+          transports += (transports.empty() ? "" : ",") + t;
+        }
       }
       double secs = static_cast<double>(comm_.shared().options().timeout_ms) / 1000.0;
       std::ostringstream msg;
@@ -552,7 +558,8 @@ Status OpContext::WaitAll(std::vector<Pending>& ps) {
 // ---------------------------------------------------------------------------------------------
 // WorkState
 
-static void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) {
+static void FutexWait(std::atomic<uint32_t>* word, uint32_t expected,
+                      std::chrono::nanoseconds timeout) {
   const auto ns = timeout.count();
   timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts, nullptr,
@@ -619,7 +626,9 @@ CommImpl::CommImpl(std::shared_ptr<CommShared> shared, std::vector<int> group, i
 
 CommImpl::~CommImpl() { Shutdown(); }
 
-void CommImpl::StartWorker() { worker_ = std::thread([this] { WorkerLoop(); }); }
+void CommImpl::StartWorker() {
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
 
 void CommImpl::Shutdown() {
   {
@@ -858,11 +867,13 @@ void CommImpl::WorkerLoop() {
 void CommImpl::Abort() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (error_.ok()) error_ = AbortedError("communicator aborted by rank " + std::to_string(shared_->rank()));
+    if (error_.ok()) {
+      error_ = AbortedError("communicator aborted by rank " + std::to_string(shared_->rank()));
+    }
     has_error_.store(true, std::memory_order_release);
   }
-  shared_->Fail(AbortedError("rank " + std::to_string(shared_->rank()) + " aborted its communicator"),
-                -1);
+  shared_->Fail(
+      AbortedError("rank " + std::to_string(shared_->rank()) + " aborted its communicator"), -1);
 }
 
 }  // namespace weft::collectives::internal

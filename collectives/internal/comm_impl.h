@@ -19,10 +19,10 @@
 #include "base/deadline.h"
 #include "base/status.h"
 #include "collectives/communicator.h"
-#include "collectives/link_model.h"
-#include "collectives/metrics.h"
 #include "collectives/internal/hierarchy.h"
 #include "collectives/internal/local_arena.h"
+#include "collectives/link_model.h"
+#include "collectives/metrics.h"
 #include "rendezvous/store.h"
 #include "transport/transport.h"
 

@@ -9,10 +9,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <algorithm>
 #include <thread>
 
 namespace weft::collectives::internal {
@@ -79,7 +79,8 @@ Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline
       if (fd.valid()) break;
       if (errno != ENOENT) return ErrnoError("local arena: shm_open " + c.name, errno);
       if (deadline.Expired()) {
-        return DeadlineExceededError("local arena " + c.name + " was not created by rank 0 in time");
+        return DeadlineExceededError("local arena " + c.name +
+                                     " was not created by rank 0 in time");
       }
       std::this_thread::sleep_for(nap);
       nap = std::min(nap * 2, std::chrono::microseconds(20000));
@@ -102,10 +103,13 @@ Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline
     a->header_->magic.store(kMagic, std::memory_order_release);
   } else {
     while (a->header_->magic.load(std::memory_order_acquire) != kMagic) {
-      if (deadline.Expired()) return DeadlineExceededError("local arena " + c.name + " never initialised");
+      if (deadline.Expired()) {
+        return DeadlineExceededError("local arena " + c.name + " never initialised");
+      }
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    if (a->header_->size != static_cast<uint32_t>(c.size) || a->header_->slot_bytes != a->slot_bytes_) {
+    if (a->header_->size != static_cast<uint32_t>(c.size) ||
+        a->header_->slot_bytes != a->slot_bytes_) {
       return FailedPreconditionError("local arena " + c.name + " has a different shape");
     }
   }
@@ -183,7 +187,6 @@ void LocalArena::Unlink() {
   if (!unlinked_ && rank_ == 0 && !name_.empty()) shm_unlink(name_.c_str());
   unlinked_ = true;
 }
-
 
 void LocalArena::Publish(std::atomic<uint64_t>* flag, uint64_t seq) {
   flag->store(seq, std::memory_order_release);

@@ -25,8 +25,8 @@ namespace weft::collectives::internal {
 class LocalArena {
  public:
   struct Config {
-    std::string name;     // POSIX shm name, unique per job and communicator
-    int rank = 0;         // rank in the communicator
+    std::string name;  // POSIX shm name, unique per job and communicator
+    int rank = 0;      // rank in the communicator
     int size = 1;
     size_t slot_bytes = 0;  // bytes per slot (one chunk); two slots per rank plus two results
     int spin_us = 50;
@@ -54,7 +54,7 @@ class LocalArena {
     return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * size_ + (seq & 1));
   }
 
-  // Each rank's flags, one cache line each, raised to a step's sequence number:
+  // Each rank's flags, one 128-byte block each (see FlagLine), raised to a step's sequence number:
   //   kReady: its slot for the step is written;
   //   kPart:  its part of the step's result buffer is written;
   //   kDone:  it has finished reading everything of this step (and of every earlier one).
@@ -118,9 +118,7 @@ class LocalArena {
   struct Header;
 
   LocalArena() = default;
-  RankFlags* Flags(int r) const {
-    return reinterpret_cast<RankFlags*>(base_ + kHeaderBytes) + r;
-  }
+  RankFlags* Flags(int r) const { return reinterpret_cast<RankFlags*>(base_ + kHeaderBytes) + r; }
   // What a finished wait teaches about kDone: a rank raises any flag of step s only after its
   // kDone of step s-1 (every algorithm runs its steps in order and ends each with kDone), so
   // seeing every rank's flag at s means every rank is done with s-1. A later wait for kDone
