@@ -125,9 +125,8 @@ Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (!error_.ok()) return error_;
-  auto req =
-      MakeRecycled<TcpRequest>(TcpRequest::Kind::kSend, opt_.rank, tag, size, weak_from_this(),
-                               opt_.wait_spin_us);
+  auto req = MakeRecycled<TcpRequest>(TcpRequest::Kind::kSend, opt_.rank, tag, size,
+                                      weak_from_this(), opt_.wait_spin_us);
   auto op = MakeRecycled<SendOp>();
   op->req = req;
   op->data = static_cast<const char*>(data);
@@ -148,9 +147,8 @@ Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return error_;
-  auto req =
-      MakeRecycled<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size, weak_from_this(),
-                               opt_.wait_spin_us);
+  auto req = MakeRecycled<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size,
+                                      weak_from_this(), opt_.wait_spin_us);
   auto it = unexpected_.find(tag);
   if (it != unexpected_.end()) {
     InMessage* m = it->second.front();

@@ -247,8 +247,8 @@ struct Peer {
   uint64_t next_send_seq = 0;
   uint64_t next_ctrl_seq = 0;
   std::map<uint64_t, Arrived> reorder;                        // headers that overtook a lower seq
-  TagList<Op*> posted;          // in post order
-  TagList<Arrived> unexpected;  // in seq order
+  TagList<Op*> posted;                                        // in post order
+  TagList<Arrived> unexpected;                                // in seq order
   Op* inflight = nullptr;  // ops with UCP requests pending (Op::peer_next list)
 };
 
@@ -747,8 +747,8 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   std::lock_guard<std::mutex> lock(mu_);
   if (!peer->failed.ok()) return peer->failed;
   if (!aborted_.ok()) return aborted_;
-  auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size,
-                                          weak_from_this());
+  auto req =
+      MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
   Op* op = NewOp(Op::Kind::kSend, peer);
   op->req = req;
   const uint64_t seq = peer->next_send_seq++;
@@ -795,8 +795,8 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
   std::lock_guard<std::mutex> lock(mu_);
   if (peer->aborted) return peer->failed;
   if (!aborted_.ok()) return aborted_;
-  auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
-                                          weak_from_this());
+  auto req =
+      MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size, weak_from_this());
   Op* op = NewOp(Op::Kind::kRecv, peer);
   op->req = req;
   op->buf = static_cast<char*>(data);
