@@ -157,18 +157,54 @@ TEST(Netns, EveryCollectiveAcrossHosts) {
   }
 }
 
+#ifdef WEFT_TEST_UCX
+// UCX across hosts, as on a cluster (there over InfiniBand or RoCE, here UCX's tcp transport over
+// the veth links, UCX_NET_DEVICES naming the hosts' interface): shared memory inside a host, ucx
+// across, every pair on the transport it should be, and the collectives correct.
+TEST(Netns, UcxAcrossHosts) {
+  auto lab = MakeLab();
+  ASSERT_TRUE(lab);
+  const std::map<std::string, std::string> env = {
+      {"WEFT_TRANSPORT", "shm,ucx"}, {"UCX_TLS", "tcp,self"}, {"UCX_NET_DEVICES", "weft0"}};
+  for (const char* coll : {"allreduce", "broadcast", "allgather", "reducescatter"}) {
+    auto ranks = StartRanks(*lab,
+                            {"bench", coll, "-b", "8", "-e", "4M", "-f", "64", "-n", "2", "-w",
+                             "1", "-c", "1", "-d", "int32", "--explain"},
+                            env);
+    auto out = WaitRanks(ranks, 90000, std::string("ucx ") + coll);
+    // Rank 0 (host 0) reaches rank 1 over shared memory and the other hosts' ranks over ucx.
+    EXPECT_NE(out[0].find("1:shm, 2:ucx, 3:ucx, 4:ucx, 5:ucx"), std::string::npos) << coll << "\n"
+                                                                                  << out[0];
+    EXPECT_NE(out[0].find("# Out of bounds values : 0 OK"), std::string::npos) << coll << "\n"
+                                                                               << out[0];
+  }
+}
+#endif
+
 // 4 MiB runs the hierarchical all-reduce in one piece; 16 MiB runs it pipelined (from twice
-// WEFT_HIER_SEGMENT_BYTES, 4M), with the cross-host phase on a helper thread.
-class NetnsLinkDown : public ::testing::TestWithParam<std::string> {};
+// WEFT_HIER_SEGMENT_BYTES, 4M), with the cross-host phase on a helper thread; with ucx, UCX
+// carries the cross-host traffic.
+struct LinkDownCase {
+  std::string size;
+  bool ucx = false;
+};
+
+class NetnsLinkDown : public ::testing::TestWithParam<LinkDownCase> {};
 
 TEST_P(NetnsLinkDown, MidCollectiveFailsEveryRankInBoundedTime) {
   auto lab = MakeLab();
   ASSERT_TRUE(lab);
   constexpr int kTimeoutMs = 4000;
-  const std::string size = GetParam();
+  const std::string size = GetParam().size;
+  std::map<std::string, std::string> env = {{"WEFT_TIMEOUT_MS", std::to_string(kTimeoutMs)}};
+  if (GetParam().ucx) {
+    env["WEFT_TRANSPORT"] = "shm,ucx";
+    env["UCX_TLS"] = "tcp,self";
+    env["UCX_NET_DEVICES"] = "weft0";
+  }
   auto ranks = StartRanks(
       *lab, {"bench", "allreduce", "-b", size, "-e", size, "-n", "1000000", "-w", "0", "-c", "0"},
-      {{"WEFT_TIMEOUT_MS", std::to_string(kTimeoutMs)}});
+      env);
   // Rank 0 prints the header once the communicator is up and the loop starts.
   Deadline up = Deadline::AfterMs(30000);
   while (ranks[0].Output().find("# weft bench allreduce") == std::string::npos) {
@@ -204,8 +240,16 @@ TEST_P(NetnsLinkDown, MidCollectiveFailsEveryRankInBoundedTime) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, NetnsLinkDown, ::testing::Values("4M", "16M"),
-                         [](const auto& info) { return "allreduce_" + info.param; });
+INSTANTIATE_TEST_SUITE_P(Sizes, NetnsLinkDown,
+                         ::testing::Values(LinkDownCase{"4M"}, LinkDownCase{"16M"}
+#ifdef WEFT_TEST_UCX
+                                           ,
+                                           LinkDownCase{"4M", true}
+#endif
+                                           ),
+                         [](const auto& info) {
+                           return "allreduce_" + info.param.size + (info.param.ucx ? "_ucx" : "");
+                         });
 
 }  // namespace
 }  // namespace weft::testing
