@@ -1,28 +1,16 @@
 #include "transport/spin_wait_request.h"
 
-#include <linux/futex.h>
 #include <sched.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdio>
-#include <ctime>
+
+#include "base/cpu_relax.h"
+#include "base/futex.h"
 
 namespace weft::transport {
 namespace {
-
-// std::atomic<uint32_t> is a plain 32-bit word on Linux, which is what the futex calls want.
-uint32_t* FutexWord(std::atomic<uint32_t>& a) { return reinterpret_cast<uint32_t*>(&a); }
-
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 }  // namespace
 
@@ -50,7 +38,7 @@ bool SpinWaitRequest::Complete(Status s) {
   // either the waiter sees done_ set, or this side sees the waiter and wakes it.
   done_.store(1, std::memory_order_seq_cst);
   if (waiters_.load(std::memory_order_seq_cst) != 0) {
-    syscall(SYS_futex, FutexWord(done_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+    FutexWakeAll(&done_);
   }
   return true;
 }
@@ -120,13 +108,8 @@ Status SpinWaitRequest::Sleep(Deadline deadline) {
     }
     // Sleep at most a second at a time so a clock oddity never strands a waiter.
     auto left = std::min<std::chrono::nanoseconds>(deadline.Remaining(), std::chrono::seconds(1));
-    timespec ts;
-    ts.tv_sec = static_cast<time_t>(left.count() / 1000000000);
-    ts.tv_nsec = static_cast<long>(left.count() % 1000000000);
     waiters_.fetch_add(1, std::memory_order_seq_cst);
-    if (done_.load(std::memory_order_seq_cst) == 0) {
-      syscall(SYS_futex, FutexWord(done_), FUTEX_WAIT_PRIVATE, 0, &ts, nullptr, 0);
-    }
+    if (done_.load(std::memory_order_seq_cst) == 0) FutexWait(&done_, 0, left);
     waiters_.fetch_sub(1, std::memory_order_seq_cst);
   }
 }

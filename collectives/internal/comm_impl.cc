@@ -1,16 +1,13 @@
 #include "collectives/internal/comm_impl.h"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
-#include <ctime>
 #include <sstream>
 
 #include "base/env.h"
+#include "base/futex.h"
 #include "base/hmac.h"
 #include "base/host_identity.h"
 #include "base/logging.h"
@@ -558,14 +555,6 @@ Status OpContext::WaitAll(std::vector<Pending>& ps) {
 // ---------------------------------------------------------------------------------------------
 // WorkState
 
-static void FutexWait(std::atomic<uint32_t>* word, uint32_t expected,
-                      std::chrono::nanoseconds timeout) {
-  const auto ns = timeout.count();
-  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts, nullptr,
-          0);
-}
-
 void WorkState::Complete(Status s) {
   status_ = std::move(s);
   // No fence between the store and the load (that would cost as much as the rest of a small
@@ -574,8 +563,7 @@ void WorkState::Complete(Status s) {
   // done_ set; the futex itself re-checks done_ as it goes to sleep.
   done_.store(1, std::memory_order_release);
   if (sleepers_.load(std::memory_order_relaxed) > 0) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&done_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
-            nullptr, 0);
+    FutexWakeAll(&done_);
   }
 }
 
@@ -585,9 +573,7 @@ Status WorkState::Wait(Deadline deadline) {
   if (c) c->TryRunInline(this);
   // Spin briefly: most small collectives finish within microseconds of the wait.
   for (int i = 0; i < 2000 && !done(); ++i) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
+    CpuRelax();
   }
   // Then sleep, waking now and then to run this operation if the thread that was running an
   // earlier one has finished it without starting ours.

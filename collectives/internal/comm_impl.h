@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "base/cpu_relax.h"
 #include "base/deadline.h"
 #include "base/status.h"
 #include "collectives/communicator.h"
@@ -333,9 +334,7 @@ class SpinLock {
     while (locked_.exchange(true, std::memory_order_acquire)) {
       for (int i = 0; locked_.load(std::memory_order_relaxed); ++i) {
         if (i < 64) {
-#if defined(__x86_64__)
-          __builtin_ia32_pause();
-#endif
+          CpuRelax();
         } else {
           std::this_thread::yield();
         }

@@ -1,7 +1,6 @@
 #include "collectives/internal/local_arena.h"
 
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -11,9 +10,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <thread>
+
+#include "base/futex.h"
 
 namespace weft::collectives::internal {
 
@@ -199,8 +199,7 @@ void LocalArena::WakeSleepers() {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (header_->sleepers.load(std::memory_order_relaxed) > 0) {
     header_->doorbell.fetch_add(1, std::memory_order_relaxed);
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header_->doorbell), FUTEX_WAKE, INT_MAX,
-            nullptr, nullptr, 0);
+    FutexWakeAll(&header_->doorbell, FutexScope::kShared);
   }
 }
 
@@ -217,9 +216,8 @@ void LocalArena::SleepOnce(Flag f, uint64_t seq, int only_rank) {
   header_->sleepers.fetch_add(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (!AllReached(f, seq, only_rank)) {
-    timespec ts{0, 10 * 1000 * 1000};  // 10 ms: bounds how late death or a deadline is noticed
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header_->doorbell), FUTEX_WAIT, bell, &ts,
-            nullptr, 0);
+    // 10 ms: bounds how late death or a deadline is noticed.
+    FutexWait(&header_->doorbell, bell, std::chrono::milliseconds(10), FutexScope::kShared);
   }
   header_->sleepers.fetch_sub(1, std::memory_order_relaxed);
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cpu_relax.h"
 #include "base/deadline.h"
 #include "base/socket_util.h"
 #include "base/status.h"
@@ -190,9 +191,7 @@ Status LocalArena::Wait(Flag f, uint64_t seq, Deadline deadline, Check&& check, 
     }
     if (polls == 0) FlushWake();  // the peers may sleep: tell them before spinning on
     if (++polls < pure_spin_polls_) {
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
+      CpuRelax();
     } else {
       sched_yield();
     }

@@ -1,18 +1,17 @@
 #include "transport/shm/shm_segment.h"
 
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <new>
 #include <utility>
+
+#include "base/futex.h"
 
 namespace weft::transport::shm {
 namespace {
@@ -198,8 +197,7 @@ void RingDoorbell(SegmentHeader* header) {
   // Dekker pair: either the sleeper sees the new doorbell value, or we see it sleeping.
   header->doorbell.fetch_add(1, std::memory_order_seq_cst);
   if (header->sleepers.load(std::memory_order_seq_cst) != 0) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header->doorbell), FUTEX_WAKE, INT_MAX, nullptr,
-            nullptr, 0);
+    FutexWakeAll(&header->doorbell, FutexScope::kShared);
   }
 }
 

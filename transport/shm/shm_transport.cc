@@ -3,7 +3,6 @@
 // peer-death detection. See shm_transport.h for the contract.
 #include "transport/shm/shm_transport.h"
 
-#include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -27,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/cpu_relax.h"
+#include "base/futex.h"
 #include "base/env.h"
 #include "base/hmac.h"
 #include "base/logging.h"
@@ -54,26 +55,10 @@ constexpr std::chrono::milliseconds kLivenessPeriod{5};
 constexpr uint64_t kMinRingBytes = 4096;
 constexpr uint64_t kMaxRingBytes = uint64_t{1} << 30;
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 std::string Hex(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
   return buf;
-}
-
-void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) {
-  timespec ts;
-  ts.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
-  ts.tv_nsec = static_cast<long>(timeout.count() % 1000000000);
-  // Not FUTEX_PRIVATE: the word is in shared memory and other processes wake it.
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
 }
 
 // Copies `size` bytes at `remote` in process `pid` to `dst`; 0 or an errno.
@@ -505,7 +490,8 @@ Status Engine::Connect(const std::vector<PeerInfo>& peers, Deadline deadline) {
     own->sleepers.fetch_add(1, std::memory_order_seq_cst);
     if (unmapped().size() == missing.size()) {
       FutexWait(&own->doorbell, bell,
-                std::min<std::chrono::nanoseconds>(kSleepSlice, deadline.Remaining()));
+                std::min<std::chrono::nanoseconds>(kSleepSlice, deadline.Remaining()),
+                FutexScope::kShared);  // other processes ring it
     }
     own->sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
@@ -915,7 +901,8 @@ bool Engine::PumpUntil(Done done, Deadline deadline, std::chrono::microseconds s
     bool finished = pass();
     if (!finished && !deadline.Expired()) {
       FutexWait(&own->doorbell, bell,
-                std::min<std::chrono::nanoseconds>(kSleepSlice, deadline.Remaining()));
+                std::min<std::chrono::nanoseconds>(kSleepSlice, deadline.Remaining()),
+                FutexScope::kShared);  // other processes ring it
     }
     own->sleepers.fetch_sub(1, std::memory_order_seq_cst);
     if (finished) return true;
