@@ -157,7 +157,7 @@ bool operator==(const Json& a, const Json& b) {
 // ---- writer ----
 
 namespace {
-void EscapeTo(std::string& out, const std::string& s) {
+void EscapeTo(std::string& out, std::string_view s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
@@ -183,7 +183,7 @@ void EscapeTo(std::string& out, const std::string& s) {
         out += "\\f";
         break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7f) {
           char buf[8];
           std::snprintf(buf, sizeof(buf), "\\u%04x", c);
           out += buf;
@@ -220,6 +220,13 @@ void Newline(std::string& out, int indent, int depth) {
   out.append(static_cast<size_t>(indent * depth), ' ');
 }
 }  // namespace
+
+std::string JsonQuote(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  EscapeTo(out, s);
+  return out;
+}
 
 void Json::DumpTo(std::string& out, int indent, int depth) const {
   switch (type_) {

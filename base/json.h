@@ -90,6 +90,10 @@ class Json {
   std::unique_ptr<Object> obj_;
 };
 
+// `s` as a JSON string literal, quotes included; control characters and DEL are escaped, so the
+// result is also a valid YAML double-quoted scalar.
+std::string JsonQuote(std::string_view s);
+
 // Parses one JSON document (RFC 8259; trailing content other than whitespace is an error).
 // Errors are InvalidArgument "line L, column C: <what was wrong>".
 Result<Json> ParseJson(std::string_view text);

@@ -22,6 +22,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/json.h"
 #include "base/logging.h"
 
 extern char** environ;
@@ -54,34 +55,7 @@ std::string JobAttemptId(const Job& job) {
 }
 
 // A JSON string literal, which YAML reads as a double-quoted scalar.
-std::string Q(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string Q(std::string_view s) { return JsonQuote(s); }
 
 std::string QList(const std::vector<std::string>& v) {
   std::string out = "[";
