@@ -49,11 +49,8 @@ class E2eTest : public ::testing::Test {
                                  "--node-timeout-ms", "1000"},
         std::vector<std::string>{}, dir_ + "/scheduler.log");
     // The scheduler writes the port file (atomically) once it serves.
-    Deadline d = Deadline::AfterMs(20000);
-    while (!std::filesystem::exists(ports) && !d.Expired()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ASSERT_TRUE(std::filesystem::exists(ports)) << "scheduler did not start; see " << dir_;
+    ASSERT_TRUE(weft::testing::WaitForFile(ports, 20000))
+        << "scheduler did not start; see " << dir_;
     std::ifstream(ports) >> port_;
     addr_ = "127.0.0.1:" + std::to_string(port_);
     client_ = std::move(SchedulerClient::Create(addr_, "tok")).value();

@@ -92,11 +92,8 @@ class LaunchE2eTest : public ::testing::Test {
                                      "/usr/bin/mpirun"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     scheduler_ = std::make_unique<Proc>(argv, env, dir_ + "/scheduler.log");
-    Deadline d = Deadline::AfterMs(20000);
-    while (!std::filesystem::exists(ports) && !d.Expired()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ASSERT_TRUE(std::filesystem::exists(ports)) << "scheduler did not start; see " << dir_;
+    ASSERT_TRUE(weft::testing::WaitForFile(ports, 20000))
+        << "scheduler did not start; see " << dir_;
     std::ifstream(ports) >> port_;
     addr_ = "127.0.0.1:" + std::to_string(port_);
     client_ = std::move(SchedulerClient::Create(addr_, "tok")).value();

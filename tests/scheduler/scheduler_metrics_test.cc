@@ -1,11 +1,7 @@
 // Metrics: the scheduler's /metrics output passes `promtool check metrics`, and a real Prometheus
 // (Debian's, on loopback) scrapes a running `weft scheduler` and answers a query with the value
 // the scheduler holds.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +12,7 @@
 
 #include "base/socket_util.h"
 #include "scheduler/scheduler_client.h"
+#include "tests/util/child_process.h"
 #include "tests/util/prometheus_test_util.h"
 
 namespace weft::scheduler {
@@ -23,30 +20,10 @@ namespace {
 
 const char* kWeft = WEFT_BINARY;
 
-pid_t Spawn(std::vector<std::string> argv, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(s.data());
-    a.push_back(nullptr);
-    execvp(a[0], a.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void Stop(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
-}
-
 using weft::testing::FreePort;
 using weft::testing::HttpGet;
+using weft::testing::SpawnLogged;
+using weft::testing::StopChild;
 
 class MetricsTest : public ::testing::Test {
  protected:
@@ -54,14 +31,11 @@ class MetricsTest : public ::testing::Test {
     dir_ = ::testing::TempDir() + "/sched_metrics_" + std::to_string(getpid());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    sched_ =
-        Spawn({kWeft, "scheduler", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-               "--db", dir_ + "/s.db", "--token", "tok", "--port-file", dir_ + "/ports"},
-              dir_ + "/scheduler.log");
-    Deadline d = Deadline::AfterMs(20000);
-    while (!std::filesystem::exists(dir_ + "/ports") && !d.Expired()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    sched_ = SpawnLogged(
+        {kWeft, "scheduler", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--db",
+         dir_ + "/s.db", "--token", "tok", "--port-file", dir_ + "/ports"},
+        dir_ + "/scheduler.log");
+    weft::testing::WaitForFile(dir_ + "/ports", 20000);  // the ASSERT below says if it never came
     std::ifstream(dir_ + "/ports") >> grpc_port_ >> metrics_port_;
     ASSERT_GT(metrics_port_, 0) << "scheduler did not start; see " << dir_;
     auto client = SchedulerClient::Create("127.0.0.1:" + std::to_string(grpc_port_), "tok");
@@ -75,7 +49,7 @@ class MetricsTest : public ::testing::Test {
     }
   }
   void TearDown() override {
-    Stop(sched_);
+    StopChild(sched_);
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
   std::string dir_;
@@ -111,10 +85,10 @@ TEST_F(MetricsTest, PrometheusScrapesAndQueries) {
       << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
       << "scrape_configs:\n  - job_name: weft-scheduler\n    static_configs:\n"
       << "      - targets: ['127.0.0.1:" << metrics_port_ << "']\n";
-  pid_t prom = Spawn({"prometheus", "--config.file=" + dir_ + "/prometheus.yml",
-                      "--storage.tsdb.path=" + dir_ + "/tsdb",
-                      "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
-                     dir_ + "/prometheus.log");
+  pid_t prom = SpawnLogged({"prometheus", "--config.file=" + dir_ + "/prometheus.yml",
+                            "--storage.tsdb.path=" + dir_ + "/tsdb",
+                            "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+                           dir_ + "/prometheus.log");
   std::string last;
   bool found = false;
   Deadline d = Deadline::AfterMs(45000);
@@ -129,7 +103,7 @@ TEST_F(MetricsTest, PrometheusScrapesAndQueries) {
     }
     if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  Stop(prom);
+  StopChild(prom);
   EXPECT_TRUE(found) << "Prometheus never returned the scheduler's PENDING gauge; last answer: "
                      << last << " (logs in " << dir_ << ")";
 }

@@ -9,7 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace weft::testing {
@@ -47,5 +50,16 @@ class ChildProcess {
  private:
   pid_t pid_ = -1;
 };
+
+// Waits up to `timeout_ms` for `path` to exist: a file its writer renames into place once ready
+// (`weft scheduler --port-file`). True when it does.
+inline bool WaitForFile(const std::string& path, int timeout_ms) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!std::filesystem::exists(path)) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
 
 }  // namespace weft::testing
