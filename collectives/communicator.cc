@@ -195,20 +195,8 @@ std::string Communicator::host_of(int rank) const {
 }
 
 TunerInput Communicator::TunerFor(int64_t count, DType dtype) const {
-  const auto& o = impl_->shared().options();
-  TunerInput in;
+  TunerInput in = impl_->tuner_base();
   in.bytes = static_cast<size_t>(std::max<int64_t>(count, 0)) * DTypeSize(dtype);
-  in.world_size = impl_->size();
-  in.forced = o.algorithm;
-  in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
-  in.local_arena = impl_->arena() != nullptr;
-  in.hierarchical = impl_->hierarchy() != nullptr;
-  for (const auto& l : impl_->link_models().links) {
-    in.have_link_model = true;
-    in.alpha_us = std::max(in.alpha_us, l.model.alpha_us);
-    in.beta_us_per_byte = std::max(in.beta_us_per_byte, l.model.beta_us_per_byte);
-  }
-  in.shm_direct_max_bytes = o.shm_direct_max_bytes;
   return in;
 }
 
@@ -375,13 +363,6 @@ Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t
   WEFT_RETURN_IF_ERROR(c.Buffer(recvbuf, count, "recvbuf"));
   size_t bytes = Bytes(count, dtype);
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, bytes, recvbuf, bytes, recvbuf));
-  const auto& o = impl_->shared().options();
-  if (impl_->arena() != nullptr && o.algorithm.empty() && bytes <= o.shm_direct_max_bytes) {
-    // What the tuner would say (one host, small), without building its input: the latency path.
-    return impl_->Issue("allreduce", metrics::Algo::kShmDirect, [=](internal::OpContext& ctx) {
-      return AllReduceShmDirect(ctx, sendbuf, recvbuf, count, dtype, op);
-    });
-  }
   AllReduceAlgo algo = ChooseAllReduce(TunerFor(count, dtype));
   return impl_->Issue("allreduce", MetricsAlgo(algo), [=](internal::OpContext& ctx) {
     switch (algo) {

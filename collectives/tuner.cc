@@ -65,7 +65,7 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
   std::string name = AllReduceAlgoName(a);
   if (!in.forced.empty() && in.forced == name) return name + ": forced by WEFT_ALGO";
   if (!in.forced.empty()) {
-    return name + ": WEFT_ALGO=" + in.forced + " does not apply here (no local arena, or the "
+    return name + ": WEFT_ALGO=" + std::string(in.forced) + " does not apply here (no local arena, or the "
                                                 "message is too large for it)";
   }
   if (a == AllReduceAlgo::kHierarchical) {

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace weft::collectives {
 
@@ -15,8 +16,9 @@ enum class AllReduceAlgo { kRing, kRecursiveDoubling, kShmDirect, kShmChunked, k
 struct TunerInput {
   size_t bytes = 0;
   int world_size = 1;
-  // "", "ring", "recursive_doubling", "shm_direct", "shm_chunked", "hierarchical"
-  std::string forced;
+  // "", "ring", "recursive_doubling", "shm_direct", "shm_chunked", "hierarchical" (a view of the
+  // communicator's option: building the input copies nothing, it is made per operation)
+  std::string_view forced;
   size_t rd_max_bytes = 64 << 10;
   bool local_arena = false;  // all ranks on one host with a shared-memory arena
   bool hierarchical = false;  // ranks spread evenly over several hosts

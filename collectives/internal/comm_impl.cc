@@ -608,9 +608,28 @@ CommImpl::CommImpl(std::shared_ptr<CommShared> shared, std::vector<int> group, i
     if (t != transport_label_) transport_label_ = metrics::kTransportMixed;
     first = false;
   }
+  RefreshTuner();
 }
 
 CommImpl::~CommImpl() { Shutdown(); }
+
+void CommImpl::RefreshTuner() {
+  const ResolvedOptions& o = shared_->options();
+  TunerInput in;
+  in.world_size = size();
+  in.forced = o.algorithm;
+  in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
+  in.local_arena = arena_ != nullptr;
+  in.hierarchical = hierarchy_ != nullptr;
+  // The slowest measured link (largest alpha and beta).
+  for (const auto& l : link_models_.links) {
+    in.have_link_model = true;
+    in.alpha_us = std::max(in.alpha_us, l.model.alpha_us);
+    in.beta_us_per_byte = std::max(in.beta_us_per_byte, l.model.beta_us_per_byte);
+  }
+  in.shm_direct_max_bytes = o.shm_direct_max_bytes;
+  tuner_base_ = in;
+}
 
 void CommImpl::StartWorker() {
   worker_ = std::thread([this] { WorkerLoop(); });

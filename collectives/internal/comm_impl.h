@@ -24,6 +24,7 @@
 #include "collectives/internal/local_arena.h"
 #include "collectives/link_model.h"
 #include "collectives/metrics.h"
+#include "collectives/tuner.h"
 #include "rendezvous/store.h"
 #include "transport/transport.h"
 
@@ -389,12 +390,22 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   LocalArena* arena() const { return arena_; }
   Hierarchy* hierarchy() const { return hierarchy_.get(); }
   const LinkModels& link_models() const { return link_models_; }
-  void SetLinkModels(LinkModels m) { link_models_ = std::move(m); }
-  void SetHierarchy(std::unique_ptr<Hierarchy> h) { hierarchy_ = std::move(h); }
+  void SetLinkModels(LinkModels m) {
+    link_models_ = std::move(m);
+    RefreshTuner();
+  }
+  void SetHierarchy(std::unique_ptr<Hierarchy> h) {
+    hierarchy_ = std::move(h);
+    RefreshTuner();
+  }
   void SetArena(std::unique_ptr<LocalArena> a) {
     owned_arena_ = std::move(a);
     arena_ = owned_arena_.get();
+    RefreshTuner();
   }
+  // The tuner's input for this communicator with bytes = 0: everything but the size, kept up to
+  // date by the setters above, so choosing an algorithm per operation copies it and sets bytes.
+  const TunerInput& tuner_base() const { return tuner_base_; }
 
  private:
   Result<Work> Enqueue(std::shared_ptr<WorkState> state, bool collective);
@@ -436,6 +447,8 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   LocalArena* arena_ = nullptr;
   std::unique_ptr<Hierarchy> hierarchy_;
   LinkModels link_models_;
+  void RefreshTuner();
+  TunerInput tuner_base_;
 };
 
 }  // namespace weft::collectives::internal
