@@ -132,6 +132,10 @@ Result<std::unique_ptr<Transport>> CreateTransport(std::string_view name,
 // cores, not this thread's affinity (a launcher binding each rank to a core of its own is the case
 // where spinning is right). Waiters may then spin without yielding; otherwise they must yield.
 bool RanksFitCores(int local_ranks);
+// Where they do not, how long a waiter keeps polling (yielding between polls) before it sleeps:
+// the rank it waits for is often queued behind it on the same core, and waking a sleeper costs
+// two thread wake-ups of tens of microseconds each.
+inline constexpr int64_t kOversubscribedSpinUs = 2000;
 
 // The error of a Connect() some peers did not complete: "<who>: Connect() failed; ranks 2, 3 did
 // not connect (rank 2: ...; rank 3: ...)", with the first code other than DeadlineExceeded among

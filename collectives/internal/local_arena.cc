@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "base/futex.h"
+#include "transport/transport.h"
 
 namespace weft::collectives::internal {
 
@@ -51,11 +52,9 @@ Result<std::unique_ptr<LocalArena>> LocalArena::Attach(const Config& c, Deadline
   a->slot_bytes_ = (c.slot_bytes + 63) / 64 * 64;
   a->spin_us_ = c.spin_us;
   // With more ranks than cores, the peer a waiter needs is often queued behind it on the same
-  // core: keep yielding (cheap when others are runnable) rather than sleep, since waking a sleeper
-  // costs tens of microseconds here.
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  if (cores > 0 && c.size > cores) {
-    a->spin_us_ = std::max(a->spin_us_, 2000);
+  // core: keep yielding (cheap when others are runnable) rather than sleep.
+  if (!transport::RanksFitCores(c.size)) {
+    a->spin_us_ = std::max<int>(a->spin_us_, transport::kOversubscribedSpinUs);
     a->pure_spin_polls_ = 4;
   }
   a->bytes_ = kHeaderBytes + sizeof(RankFlags) * c.size + a->slot_bytes_ * (2 * c.size + 2);

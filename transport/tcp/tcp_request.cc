@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/env.h"
+#include "transport/transport.h"
 
 namespace weft::transport::tcp {
 namespace {
@@ -19,7 +20,7 @@ int64_t TcpRequest::WaitSpinUs(bool oversubscribed) {
   // Oversubscribed, the peer a waiter needs is often queued behind it on the same core: yielding
   // polls give it the core at once, while sleeping costs two thread wake-ups (the progress
   // thread's, then the waiter's) of tens of microseconds each.
-  return oversubscribed && !set ? std::max<int64_t>(spin_us, 2000) : spin_us;
+  return oversubscribed && !set ? std::max<int64_t>(spin_us, kOversubscribedSpinUs) : spin_us;
 }
 
 }  // namespace weft::transport::tcp
