@@ -35,33 +35,16 @@ std::unique_ptr<NetnsLab> MakeLab() {
   return std::move(*lab);
 }
 
-// Rank r = kRanksPerHost * host + local runs a small all-reduce with torchrun-style variables;
-// rank 0 serves the store at its weft0 address. `env` comes on top.
+// Rank r = kRanksPerHost * host + local runs a small all-reduce; rank 0 serves the store at its
+// weft0 address. `env` comes on top.
 std::vector<BackgroundProcess> StartRanks(const NetnsLab& lab, int init_timeout_ms,
-                                          const std::map<std::string, std::string>& env) {
-  std::vector<BackgroundProcess> ranks;
-  for (int r = 0; r < kWorld; ++r) {
-    std::vector<std::string> argv = lab.InHost(r / kRanksPerHost);
-    argv.push_back(WeftBinary());
-    for (const char* a : {"bench", "allreduce", "-b", "8", "-e", "64K", "-f", "64", "-n", "2", "-w",
-                          "1", "-c", "1", "-d", "int32"}) {
-      argv.push_back(a);
-    }
-    std::map<std::string, std::string> e = {
-        {"RANK", std::to_string(r)},
-        {"WORLD_SIZE", std::to_string(kWorld)},
-        {"LOCAL_RANK", std::to_string(r % kRanksPerHost)},
-        {"MASTER_ADDR", lab.host_address(0)},
-        {"MASTER_PORT", "29500"},
-        {"WEFT_INIT_TIMEOUT_MS", std::to_string(init_timeout_ms)},
-        {"WEFT_TIMEOUT_MS", "20000"},
-        {"WEFT_TRANSPORT", "shm,tcp"},
-        {"WEFT_LOG_LEVEL", "info"},
-    };
-    for (const auto& [k, v] : env) e[k] = v;
-    ranks.emplace_back(argv, e);
-  }
-  return ranks;
+                                          std::map<std::string, std::string> env) {
+  env.emplace("WEFT_INIT_TIMEOUT_MS", std::to_string(init_timeout_ms));
+  env.emplace("WEFT_LOG_LEVEL", "info");
+  return StartWeftRanks(lab, kRanksPerHost,
+                        {"bench", "allreduce", "-b", "8", "-e", "64K", "-f", "64", "-n", "2", "-w",
+                         "1", "-c", "1", "-d", "int32"},
+                        env);
 }
 
 // Waits (bounded) for every rank; returns their outputs and exit codes (-1: still running).

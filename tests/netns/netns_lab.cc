@@ -233,4 +233,31 @@ std::string WeftBinary() {
   return d ? std::string(d) + "/weft" : std::string("build/bin/weft");
 }
 
+std::vector<BackgroundProcess> StartWeftRanks(const NetnsLab& lab, int ranks_per_host,
+                                              const std::vector<std::string>& args,
+                                              const std::map<std::string, std::string>& env) {
+  const int world = lab.hosts() * ranks_per_host;
+  std::vector<BackgroundProcess> ranks;
+  for (int r = 0; r < world; ++r) {
+    std::vector<std::string> argv = lab.InHost(r / ranks_per_host);
+    argv.push_back("/usr/bin/stdbuf");
+    argv.push_back("-oL");
+    argv.push_back(WeftBinary());
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::map<std::string, std::string> e = {
+        {"RANK", std::to_string(r)},
+        {"WORLD_SIZE", std::to_string(world)},
+        {"LOCAL_RANK", std::to_string(r % ranks_per_host)},
+        {"MASTER_ADDR", lab.host_address(0)},
+        {"MASTER_PORT", "29500"},
+        {"WEFT_INIT_TIMEOUT_MS", "30000"},
+        {"WEFT_TIMEOUT_MS", "20000"},
+        {"WEFT_TRANSPORT", "shm,tcp"},
+    };
+    for (const auto& [k, v] : env) e[k] = v;
+    ranks.emplace_back(argv, e);
+  }
+  return ranks;
+}
+
 }  // namespace weft::testing

@@ -95,4 +95,13 @@ class NetnsLab {
   std::vector<std::string> created_;  // namespaces to delete, in creation order
 };
 
+// Starts `weft ARGS...` as ranks_per_host ranks on every host of the lab (rank r in host
+// r / ranks_per_host), bootstrapped torchrun-style (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR =
+// host 0, MASTER_PORT 29500: the namespaces are fresh, nothing else listens there), with
+// WEFT_TRANSPORT=shm,tcp, WEFT_INIT_TIMEOUT_MS=30000 and WEFT_TIMEOUT_MS=20000; `env` comes on
+// top. Output is line-buffered (stdbuf) so that a test can watch a rank's progress.
+std::vector<BackgroundProcess> StartWeftRanks(const NetnsLab& lab, int ranks_per_host,
+                                              const std::vector<std::string>& args,
+                                              const std::map<std::string, std::string>& env = {});
+
 }  // namespace weft::testing

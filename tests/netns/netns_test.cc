@@ -30,34 +30,11 @@ std::unique_ptr<NetnsLab> MakeLab() {
   return std::move(*lab);
 }
 
-// Starts rank r = 2 * host + local in host's namespace, running `weft args...`.
-// Output is line-buffered (stdbuf) so that a test can watch a rank's progress.
+// Ranks 2 * host + local on the 3 hosts, running `weft args...` (the suite checks shm inside a
+// host and tcp across; the ucx cases set their own WEFT_TRANSPORT).
 std::vector<BackgroundProcess> StartRanks(const NetnsLab& lab, const std::vector<std::string>& args,
-                                          std::map<std::string, std::string> extra_env = {}) {
-  std::vector<BackgroundProcess> ranks;
-  for (int r = 0; r < kWorld; ++r) {
-    int host = r / kRanksPerHost;
-    std::vector<std::string> argv = lab.InHost(host);
-    argv.push_back("/usr/bin/stdbuf");
-    argv.push_back("-oL");
-    argv.push_back(WeftBinary());
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::map<std::string, std::string> env = {
-        {"RANK", std::to_string(r)},
-        {"WORLD_SIZE", std::to_string(kWorld)},
-        {"LOCAL_RANK", std::to_string(r % kRanksPerHost)},
-        // The namespace is fresh: nothing else listens there, so a fixed port is free.
-        {"MASTER_ADDR", lab.host_address(0)},
-        {"MASTER_PORT", "29500"},
-        {"WEFT_INIT_TIMEOUT_MS", "30000"},
-        {"WEFT_TIMEOUT_MS", "20000"},
-        // The transports this suite checks per pair; other orders (ucx) get their own cases.
-        {"WEFT_TRANSPORT", "shm,tcp"},
-    };
-    for (const auto& [k, v] : extra_env) env[k] = v;
-    ranks.emplace_back(argv, env);
-  }
-  return ranks;
+                                          const std::map<std::string, std::string>& env = {}) {
+  return StartWeftRanks(lab, kRanksPerHost, args, env);
 }
 
 // Waits for every rank (bounded) and returns their outputs; failures name the rank.
