@@ -19,14 +19,10 @@
 
 #include "base/socket_util.h"
 #include "scheduler/scheduler_client.h"
-#include "tests/util/child_process.h"
+#include "tests/scheduler/scheduler_fixture.h"
 
 namespace weft::scheduler {
 namespace {
-
-const char* kWeft = WEFT_BINARY;
-
-using Proc = weft::testing::ChildProcess;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path);
@@ -57,99 +53,21 @@ bool Dead(pid_t pid) {
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
 }
 
-class LaunchE2eTest : public ::testing::Test {
+class LaunchE2eTest : public SchedulerFixture {
  protected:
-  void SetUp() override {
-    dir_ = ::testing::TempDir() + "/sched_launch_" + std::to_string(getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override {
-    agents_.clear();
-    scheduler_.reset();
-    if (!HasFailure()) std::filesystem::remove_all(dir_);
-  }
+  LaunchE2eTest() : SchedulerFixture("sched_launch") {}
   void StartScheduler(std::vector<std::string> extra = {}, std::vector<std::string> env = {},
                       int port = 0) {
-    std::string ports = dir_ + "/ports";
-    std::filesystem::remove(ports);
-    std::vector<std::string> argv = {kWeft,
-                                     "scheduler",
-                                     "--listen",
-                                     "127.0.0.1:" + std::to_string(port),
-                                     "--db",
-                                     dir_ + "/s.db",
-                                     "--token",
-                                     "tok",
-                                     "--port-file",
-                                     ports,
-                                     "--heartbeat-ms",
-                                     "100",
-                                     "--node-timeout-ms",
-                                     "1000",
-                                     "--mpirun",
-                                     "/usr/bin/mpirun"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    scheduler_ = std::make_unique<Proc>(argv, env, dir_ + "/scheduler.log");
-    ASSERT_TRUE(weft::testing::WaitForFile(ports, 20000))
-        << "scheduler did not start; see " << dir_;
-    std::ifstream(ports) >> port_;
-    addr_ = "127.0.0.1:" + std::to_string(port_);
-    client_ = std::move(SchedulerClient::Create(addr_, "tok")).value();
+    extra.insert(extra.begin(), {"--mpirun", "/usr/bin/mpirun"});
+    SchedulerFixture::StartScheduler(extra, env, port);
   }
   // Agents share one host identity: both are this machine.
   void StartAgent(const std::string& id, int slots) {
-    agents_[id] = std::make_unique<Proc>(
-        std::vector<std::string>{kWeft, "agent", "--scheduler", addr_, "--token", "tok",
-                                 "--node-id", id, "--slots", std::to_string(slots), "--address",
-                                 "127.0.0.1", "--grace-ms", "500", "--quiet"},
-        std::vector<std::string>{"WEFT_HOST_ID=this-host"}, dir_ + "/agent-" + id + ".log");
-  }
-  void WaitNodes(int n) {
-    Deadline d = Deadline::AfterMs(20000);
-    while (!d.Expired()) {
-      auto c = client_->GetCluster(v1::GetClusterRequest(), Deadline::AfterMs(2000));
-      int ready = 0;
-      if (c.ok()) {
-        for (const auto& node : c->nodes()) ready += node.state() == v1::NODE_READY;
-      }
-      if (ready == n) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    FAIL() << n << " nodes did not become ready";
+    SchedulerFixture::StartAgent(id, slots, "this-host", {"--quiet"});
   }
   Result<v1::Job> Submit(int ranks, std::vector<std::string> argv, v1::Launcher launcher,
                          int retries = 0, std::vector<std::string> env = {}) {
-    v1::SubmitJobRequest req;
-    for (auto& e : env) req.mutable_spec()->add_env(e);
-    for (auto& a : argv) req.mutable_spec()->add_argv(a);
-    req.mutable_spec()->mutable_resources()->set_ranks(ranks);
-    req.mutable_spec()->mutable_retry()->set_max_retries(retries);
-    req.mutable_spec()->set_name("launch");
-    req.mutable_spec()->set_launcher(launcher);
-    WEFT_ASSIGN_OR_RETURN(auto r, client_->SubmitJob(req, Deadline::AfterMs(10000)));
-    return r.job();
-  }
-  std::vector<v1::JobEvent> Watch(const std::string& id, int timeout_ms) {
-    std::vector<v1::JobEvent> events;
-    v1::WatchJobRequest w;
-    w.set_job_id(id);
-    Status s = client_->WatchJob(w, Deadline::AfterMs(timeout_ms), [&](const v1::JobEvent& e) {
-      events.push_back(e);
-      return true;
-    });
-    EXPECT_TRUE(s.ok()) << s.ToString() << "; logs in " << dir_;
-    return events;
-  }
-  v1::Job Get(const std::string& id, std::string* preview = nullptr) {
-    v1::GetJobRequest g;
-    g.set_job_id(id);
-    g.set_launch_preview(preview != nullptr);
-    auto r = client_->GetJob(g, Deadline::AfterMs(5000));
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (preview && r.ok()) *preview = r->launch_preview();
-    return r.ok() ? r->job() : v1::Job();
+    return SubmitJob("launch", ranks, argv, retries, env, launcher);
   }
   void WaitState(const std::string& id, v1::JobState state, int timeout_ms) {
     Deadline d = Deadline::AfterMs(timeout_ms);
@@ -188,12 +106,6 @@ class LaunchE2eTest : public ::testing::Test {
       EXPECT_TRUE(Dead(p)) << "rank pid " << p << " still running";
     }
   }
-
-  std::string dir_, addr_;
-  int port_ = 0;
-  std::unique_ptr<Proc> scheduler_;
-  std::map<std::string, std::unique_ptr<Proc>> agents_;
-  std::unique_ptr<SchedulerClient> client_;
 };
 
 TEST_F(LaunchE2eTest, MpirunFourRankAllReduceSucceeds) {
