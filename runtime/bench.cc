@@ -33,6 +33,7 @@ struct BenchOptions {
   bool check = true;
   bool json = false;
   bool latency = false;  // OSU style: time each iteration alone, report p50 and p99
+  bool in_place = false;  // with latency: time the in-place call, not the out-of-place one
   bool explain = false;
 };
 
@@ -52,6 +53,8 @@ const char* kUsage =
     "  --latency             OSU-style: time every iteration on its own, report p50 and p99\n"
     "                        (time column = p50) instead of the mean of a pipelined window;\n"
     "                        10x iterations up to 64K, 2x up to 4M, half above\n"
+    "  --in-place            with --latency, time the in-place call instead of the out-of-place\n"
+    "                        one (as MPI_Bcast, with its single buffer, or MPI_IN_PLACE)\n"
     "  --explain             print the transport and algorithm chosen for each size and why\n"
     "  --json                one JSON object per size instead of the table\n";
 
@@ -376,6 +379,8 @@ bool ParseArgs(const std::vector<std::string>& args, BenchOptions* o, std::strin
       o->json = true;
     } else if (a == "--latency") {
       o->latency = true;
+    } else if (a == "--in-place") {
+      o->in_place = true;
     } else if (a == "--explain") {
       o->explain = true;
     } else if (a == "-b" || a == "--minbytes" || a == "-e" || a == "--maxbytes") {
@@ -427,6 +432,10 @@ bool ParseArgs(const std::vector<std::string>& args, BenchOptions* o, std::strin
   }
   if (o->min_bytes > o->max_bytes) {
     *err = "minbytes is larger than maxbytes";
+    return false;
+  }
+  if (o->in_place && !o->latency) {
+    *err = "--in-place goes with --latency (the table already has an in-place column)";
     return false;
   }
   return true;
@@ -503,7 +512,7 @@ int BenchCommand(const std::vector<std::string>& args) {
                            o.collective == "scatter")
                             ? count * n * static_cast<int64_t>(es)
                             : count * static_cast<int64_t>(es);
-    auto oop = runner.Measure(count, false);
+    auto oop = runner.Measure(count, o.latency && o.in_place);
     if (o.explain && lead) {
       std::string peers;
       for (int p = 0; p < n; ++p) {
@@ -535,10 +544,10 @@ int BenchCommand(const std::vector<std::string>& args) {
                        : o.collective == "allgather" ? c.AllGatherAlgorithm()
                                                      : std::string(FixedAlgorithm(o.collective));
     if (o.json) {
-      std::printf("{\"lib\":\"weft\",\"algo\":\"%s\",\"mode\":\"%s\",\"p50_us\":%.3f,"
-                  "\"p99_us\":%.3f,\"busbw\":%.4f,",
-                  algo.c_str(), o.latency ? "latency" : "throughput", oop.us, oop.p99_us,
-                  algbw(oop.us) * f);
+      std::printf("{\"lib\":\"weft\",\"algo\":\"%s\",\"mode\":\"%s\",\"in_place\":%s,"
+                  "\"p50_us\":%.3f,\"p99_us\":%.3f,\"busbw\":%.4f,",
+                  algo.c_str(), o.latency ? "latency" : "throughput",
+                  o.latency && o.in_place ? "true" : "false", oop.us, oop.p99_us, algbw(oop.us) * f);
       std::printf("\"collective\":\"%s\",\"ranks\":%d,\"size\":%lld,\"count\":%lld,\"type\":\"%s\","
                   "\"redop\":\"%s\",\"root\":%d,\"oop_us\":%.3f,\"oop_algbw\":%.4f,\"oop_busbw\":%.4f,"
                   "\"oop_wrong\":%lld,\"ip_us\":%.3f,\"ip_algbw\":%.4f,\"ip_busbw\":%.4f,\"ip_wrong\":%lld}\n",

@@ -105,6 +105,24 @@ TEST(Cli, SingleCopyBroadcastAndAllGatherAcrossProcesses) {
     EXPECT_EQ(rc, 0) << out;
     EXPECT_NE(out.find("[rank 0] # Out of bounds values : 0 OK"), std::string::npos) << out;
   }
+  // The in-place broadcast timed OSU-style (how scripts/bench.sh compares it with MPI_Bcast),
+  // on the single-copy path and through the slots.
+  std::string out;
+  int rc = WaitFor(Spawn({Bin(), "run", "-n", "3", "--", Bin(), "bench", "broadcast", "-b", "4K",
+                          "-e", "1M", "-f", "16", "-n", "2", "-w", "1", "--latency", "--in-place",
+                          "--json"},
+                         {}),
+                   120000, &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("\"in_place\":true"), std::string::npos) << out;
+  EXPECT_EQ(out.find("\"in_place\":false"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"size\":1048576"), std::string::npos) << out;
+  size_t checked = 0;
+  for (size_t at = out.find("\"oop_wrong\":0,"); at != std::string::npos;
+       at = out.find("\"oop_wrong\":0,", at + 1)) {
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3u) << "one checked row per size (4K, 64K, 1M)\n" << out;
 }
 
 TEST(Cli, RankKilledMidCollectiveIsNamedByTheLauncher) {
@@ -206,6 +224,8 @@ TEST(Cli, EnvListsKnobsAndBadCommandsAreRefused) {
   EXPECT_NE(out.find("unknown command"), std::string::npos);
   EXPECT_EQ(WaitFor(Spawn({Bin(), "bench", "allreduce", "-d", "float128"}, {}), 10000, &out), 2);
   EXPECT_NE(out.find("unknown data type 'float128'"), std::string::npos) << out;
+  EXPECT_EQ(WaitFor(Spawn({Bin(), "bench", "broadcast", "--in-place"}, {}), 10000, &out), 2);
+  EXPECT_NE(out.find("--in-place goes with --latency"), std::string::npos) << out;
 }
 
 }  // namespace
