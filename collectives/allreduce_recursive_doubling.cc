@@ -24,6 +24,7 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
   const int r = n - p;
   uint8_t* tmp = ctx.Scratch(bytes, 0);
   std::vector<Pending> ps;
+  ps.reserve(2);  // at most a receive and a send wait at once: one allocation per operation
 
   int new_rank;
   if (rank < 2 * r) {

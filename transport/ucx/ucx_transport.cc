@@ -64,6 +64,8 @@ WEFT_ENV_KNOB(kInlineKnob, "WEFT_UCX_INLINE_BYTES", "8000",
               "agree across ranks");
 
 constexpr size_t kMaxInlineBytes = 64 << 10;
+// Inline messages up to this size try UCP's immediate send from a stack buffer first.
+constexpr size_t kImmediateBytes = 256;
 // Control-message receives kept posted on the worker (any source).
 constexpr int kBouncePool = 32;
 // Released Ops kept for reuse.
@@ -749,13 +751,44 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   if (!aborted_.ok()) return aborted_;
   auto req =
       MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
+  const uint64_t seq = peer->next_send_seq;
+  const bool is_inline = size <= inline_bytes_;
+  const CtrlHeader hdr{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size};
+  const uint64_t ctrl_tag = MakeTag(TagKind::kCtrl, config_.rank);
+  if (is_inline && size <= kImmediateBytes) {
+    // A small message first tries UCP's immediate path (eager short: done when the call
+    // returns, or refused with NO_RESOURCE), from a stack buffer and with no Op, no callback
+    // and no event: the common case of the latency path. Refused, it takes the general path.
+    alignas(8) char buf[sizeof(CtrlHeader) + kImmediateBytes];
+    std::memcpy(buf, &hdr, sizeof(CtrlHeader));
+    if (size > 0) std::memcpy(buf + sizeof(CtrlHeader), data, size);
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+    param.datatype = ucp_dt_make_contig(1);
+    ucs_status_ptr_t r =
+        ucp_tag_send_nbx(peer->ep, buf, sizeof(CtrlHeader) + size, ctrl_tag, &param);
+    if (UCS_PTR_IS_PTR(r)) {
+      // Not expected with FORCE_IMM_CMPL; should UCP queue it anyway, it must finish before the
+      // stack buffer goes away.
+      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      ucs_status_t st = ucp_request_check_status(r);
+      ucp_request_free(r);
+      r = UCS_STATUS_PTR(st);
+      Drain();
+    }
+    if (r == nullptr) {  // UCS_OK
+      ++peer->next_send_seq;
+      ++stats_.inline_sends;
+      ++stats_.immediate_sends;
+      req->Complete(Status::Ok());
+      return RequestPtr(std::move(req));
+    }
+  }
   Op* op = NewOp(Op::Kind::kSend, peer);
   op->req = req;
-  const uint64_t seq = peer->next_send_seq++;
-  const bool is_inline = size <= inline_bytes_;
-  op->hdr = CtrlHeader{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size};
+  ++peer->next_send_seq;
+  op->hdr = hdr;
   ++busy_ops_;
-  const uint64_t ctrl_tag = MakeTag(TagKind::kCtrl, config_.rank);
   if (is_inline) {
     ++stats_.inline_sends;
     // Header and payload copied into one contiguous buffer rather than sent as an iov: UCP sends
