@@ -118,7 +118,9 @@ class Transport {
                                                                  Deadline deadline) = 0;
   // Registers memory for zero-copy transfers; the default keeps nothing.
   virtual Result<std::unique_ptr<MemoryRegion>> RegisterMemory(void* data, size_t size);
-  // Fails all pending requests on all endpoints and wakes every waiter. Idempotent.
+  // Fails all pending requests on all endpoints and wakes every waiter. Idempotent. A
+  // CANCELLED `why` is the owner tearing down in order (not a failure); transports that can tell
+  // their peers so (ucx) do, so the connection closing is not reported there as a failure.
   virtual void Abort(const Status& why) = 0;
 };
 

@@ -252,6 +252,38 @@ TEST_P(UcxTransportTest, LargeSizeMismatchFailsTheReceiveOnly) {
   }
 }
 
+TEST_P(UcxTransportTest, OrderlyShutdownEndsThePeersUnmatchedReceivesAtOnce) {
+  Ranks r;
+  MakeRanks(r, 2, GetParam());
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  uint64_t never = 0, early = 0, sent = 0x5eed;
+  auto pending = r.endpoints[1][0]->PostRecv(&never, sizeof(never), 7);
+  ASSERT_TRUE(pending.ok());
+  auto s = r.endpoints[0][1]->PostSend(&sent, sizeof(sent), 8);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->Wait(Soon()).ok());
+  // Rank 0 tears down in order: its endpoints go, saying goodbye.
+  r.endpoints[0].clear();
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = (*pending)->Wait(Soon());
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("rank 0 closed its transport"), std::string::npos) << st.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5))
+      << "the receive should end when the goodbye arrives, not at its deadline";
+  // What it sent before still arrives; nothing after can.
+  auto q = r.endpoints[1][0]->PostRecv(&early, sizeof(early), 8);
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  ASSERT_TRUE((*q)->Wait(Soon()).ok());
+  EXPECT_EQ(early, sent);
+  auto late = r.endpoints[1][0]->PostRecv(&never, sizeof(never), 9);
+  ASSERT_FALSE(late.ok());
+  EXPECT_NE(late.status().message().find("closed its transport"), std::string::npos)
+      << late.status().ToString();
+  auto back = r.endpoints[1][0]->PostSend(&sent, sizeof(sent), 9);
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.status().code(), StatusCode::kUnavailable) << back.status().ToString();
+}
+
 TEST_P(UcxTransportTest, WrongSecretIsRefused) {
   Ranks r;
   MakeRanks(r, 2, GetParam(), {"the-right-secret", "a-wrong-secret"});

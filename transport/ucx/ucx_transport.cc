@@ -115,6 +115,7 @@ struct Op {
     kSend,
     kRecv,
     kDrop,
+    kBye,
     kAuthSend,
     kHelloRecv,
     kProofRecv,
@@ -209,6 +210,7 @@ struct Arrived {
   uint64_t size = 0;
   uint64_t seq = 0;
   bool is_inline = false;
+  bool bye = false;
   std::unique_ptr<char[]> data;  // inline payload over kSmall bytes
   char small[kSmall];            // inline payload up to kSmall bytes (no allocation)
   const char* payload() const { return size <= kSmall ? small : data.get(); }
@@ -245,6 +247,7 @@ struct Peer {
   bool flushing = false;
   // Data path.
   Status failed;         // sticky: lost, refused or aborted
+  bool said_bye = false;  // its transport shut down: it sends nothing more
   bool aborted = false;  // refuse even messages that had arrived
   uint64_t next_send_seq = 0;
   uint64_t next_ctrl_seq = 0;
@@ -285,7 +288,9 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   Result<std::vector<Peer*>> Connect(const std::vector<PeerInfo>& peers, Deadline deadline);
   Result<RequestPtr> PostSend(Peer* peer, const void* data, size_t size, uint64_t tag);
   Result<RequestPtr> PostRecv(Peer* peer, void* data, size_t size, uint64_t tag);
-  void AbortPeer(Peer* peer, const Status& why);
+  // Fails the peer's requests and closes its endpoint; `say_bye`: in order (the endpoint is
+  // being destroyed), so the peer learns it is no failure.
+  void AbortPeer(Peer* peer, const Status& why, bool say_bye = false);
   void Abort(const Status& why);
   void Shutdown();
   void PollOnce() override;
@@ -346,8 +351,13 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
 
   void FailPeer(Peer* peer, const Status& why, bool keep_arrived);
   void CloseEp(Peer* peer, bool force);
-  void GracefulClose(const std::vector<Peer*>& peers);
-  void AbortLocked(const Status& why);
+  void GracefulClose(const std::vector<Peer*>& peers, bool say_bye);
+  void AbortLocked(const Status& why, bool say_bye = false);
+  void SayBye(Peer* peer);
+  void OnBye(Peer* peer);
+  Status ByeStatus(const Peer* peer) const {
+    return UnavailableError("ucx: " + peer->name + " closed its transport (it finished or shut down)");
+  }
   void OnPeerExited(Peer* peer);
 
   const TransportConfig config_;
@@ -749,6 +759,7 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   std::lock_guard<std::mutex> lock(mu_);
   if (!peer->failed.ok()) return peer->failed;
   if (!aborted_.ok()) return aborted_;
+  if (peer->said_bye) return ByeStatus(peer);
   auto req =
       MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
   const uint64_t seq = peer->next_send_seq;
@@ -844,9 +855,9 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
     return RequestPtr(std::move(req));
   }
   // A lost peer sends nothing more; only messages that had wholly arrived (above) can match.
-  if (!peer->failed.ok()) {
+  if (!peer->failed.ok() || peer->said_bye) {
     ReleaseOp(op);
-    return peer->failed;
+    return peer->failed.ok() ? ByeStatus(peer) : peer->failed;
   }
   peer->posted.Push(tag, op);
   return RequestPtr(std::move(req));
@@ -888,9 +899,12 @@ void Core::OnCtrl(const Event& ev) {
     // Headers that overtook this one (possible only when UCP completes receives out of order).
     for (auto r = peer->reorder.begin();
          r != peer->reorder.end() && r->first == peer->next_ctrl_seq; r = peer->reorder.erase(r)) {
-      CtrlHeader h{
-          kCtrlMagic,    r->second.is_inline ? kInline : 0u, 0, r->second.seq, r->second.tag,
-          r->second.size};
+      CtrlHeader h{kCtrlMagic,
+                   (r->second.is_inline ? kInline : 0u) | (r->second.bye ? kBye : 0u),
+                   0,
+                   r->second.seq,
+                   r->second.tag,
+                   r->second.size};
       Deliver(peer, h, r->second.payload());
       ++peer->next_ctrl_seq;
     }
@@ -900,6 +914,7 @@ void Core::OnCtrl(const Event& ev) {
     a.size = hdr.size;
     a.seq = hdr.seq;
     a.is_inline = (hdr.flags & kInline) != 0;
+    a.bye = (hdr.flags & kBye) != 0;
     if (a.is_inline) a.Keep(payload, hdr.size);
     peer->reorder.emplace(hdr.seq, std::move(a));
   } else {
@@ -909,6 +924,10 @@ void Core::OnCtrl(const Event& ev) {
 }
 
 void Core::Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload) {
+  if (hdr.flags & kBye) {
+    OnBye(peer);
+    return;
+  }
   Arrived a;
   a.tag = hdr.tag;
   a.size = hdr.size;
@@ -1050,9 +1069,16 @@ void Core::Handle(const Event& ev) {
   if (ev.err_peer != nullptr) {
     Peer* p = ev.err_peer;
     if (p->ep == nullptr) return;
-    WEFT_LOG(WARN) << who_ << ": UCX reports " << p->name << " failed: " << UcsText(ev.status);
-    FailPeer(p, UnavailableError("ucx: " + p->name + " failed: " + UcsText(ev.status)),
-             /*keep_arrived=*/true);
+    if (p->said_bye) {
+      // It shut down in order; its connection going away afterwards is no failure.
+      WEFT_LOG(DEBUG) << who_ << ": " << p->name << " closed its transport (UCX: "
+                      << UcsText(ev.status) << ")";
+      FailPeer(p, ByeStatus(p), /*keep_arrived=*/true);
+    } else {
+      WEFT_LOG(WARN) << who_ << ": UCX reports " << p->name << " failed: " << UcsText(ev.status);
+      FailPeer(p, UnavailableError("ucx: " + p->name + " failed: " + UcsText(ev.status)),
+               /*keep_arrived=*/true);
+    }
     CloseEp(p, /*force=*/true);
     return;
   }
@@ -1093,6 +1119,7 @@ void Core::Handle(const Event& ev) {
       return;
     }
     case Op::Kind::kDrop:
+    case Op::Kind::kBye:
     case Op::Kind::kFlush:
     case Op::Kind::kClose:
       --busy_ops_;
@@ -1350,10 +1377,11 @@ void Core::CloseEp(Peer* p, bool force) {
 
 // Lets what the peers have been sent leave (bounded: a stuck peer must not hold us), then closes
 // the endpoints. Called with mu_ held; drives the worker itself.
-void Core::GracefulClose(const std::vector<Peer*>& peers) {
+void Core::GracefulClose(const std::vector<Peer*>& peers, bool say_bye) {
   Deadline flush_end = Deadline::After(kFlushBound);
   for (Peer* p : peers) {
     if (p->ep == nullptr) continue;
+    if (say_bye) SayBye(p);  // before the flush, which then lets it leave too
     Op* op = NewOp(Op::Kind::kFlush, p);
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -1388,7 +1416,32 @@ void Core::GracefulClose(const std::vector<Peer*>& peers) {
   ProgressLocked();
 }
 
-void Core::AbortLocked(const Status& why) {
+// Tells the peer this transport is shutting down, so that its connection closing afterwards
+// reads as an orderly end there, not a failure.
+void Core::SayBye(Peer* p) {
+  if (p->ep == nullptr || !p->authed) return;
+  Op* op = NewOp(Op::Kind::kBye, p);
+  op->hdr = CtrlHeader{kCtrlMagic, kBye, p->token_out, p->next_send_seq++, 0, 0};
+  ++busy_ops_;
+  StartSend(op, 0, p->ep, &op->hdr, sizeof(CtrlHeader), MakeTag(TagKind::kCtrl, config_.rank),
+            ucp_dt_make_contig(1));
+}
+
+// The peer's transport shut down after everything it sent had been announced: receives that
+// nothing matched can never be, so they end now (not at their deadline), and so do later ones.
+// Transfers already matched still finish: their data follows their header on its own tag.
+void Core::OnBye(Peer* p) {
+  p->said_bye = true;
+  WEFT_LOG(DEBUG) << who_ << ": " << p->name << " says it is shutting down";
+  const Status why = ByeStatus(p);
+  for (auto& [tag, op] : p->posted) {
+    op->req->Complete(why);
+    ReleaseOp(op);
+  }
+  p->posted.clear();
+}
+
+void Core::AbortLocked(const Status& why, bool say_bye) {
   if (aborted_.ok()) aborted_ = why;
   std::vector<Peer*> open;
   for (auto& p : peers_) {
@@ -1400,22 +1453,22 @@ void Core::AbortLocked(const Status& why) {
   }
   cv_.notify_all();
   Drain();
-  GracefulClose(open);
+  GracefulClose(open, say_bye);
 }
 
-void Core::AbortPeer(Peer* peer, const Status& why) {
+void Core::AbortPeer(Peer* peer, const Status& why, bool say_bye) {
   std::lock_guard<std::mutex> lock(mu_);
   if (shutdown_ || peer->aborted) return;
   FailPeer(peer, why, /*keep_arrived=*/false);
   Drain();
-  GracefulClose({peer});
+  GracefulClose({peer}, say_bye);
 }
 
 void Core::Abort(const Status& why) {
   Status s = why.ok() ? AbortedError(who_ + " aborted") : why;
   std::lock_guard<std::mutex> lock(mu_);
   if (shutdown_) return;
-  AbortLocked(s);
+  AbortLocked(s, /*say_bye=*/s.code() == StatusCode::kCancelled);
 }
 
 void Core::Shutdown() {
@@ -1424,7 +1477,8 @@ void Core::Shutdown() {
     if (shutdown_) return;
     if (worker_ != nullptr) {
       AbortLocked(CancelledError("the ucx transport of rank " + std::to_string(config_.rank) +
-                                 " was destroyed"));
+                                 " was destroyed"),
+                  /*say_bye=*/true);
     }
     shutdown_ = true;
   }
@@ -1461,7 +1515,8 @@ class UcxEndpoint final : public Endpoint {
   UcxEndpoint(std::shared_ptr<Core> core, Peer* peer) : core_(std::move(core)), peer_(peer) {}
   ~UcxEndpoint() override {
     core_->AbortPeer(peer_,
-                     CancelledError("ucx: the endpoint to " + peer_->name + " was destroyed"));
+                     CancelledError("ucx: the endpoint to " + peer_->name + " was destroyed"),
+                     /*say_bye=*/true);
   }
   int peer() const override { return peer_->rank; }
   Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag) override {

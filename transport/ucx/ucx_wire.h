@@ -38,7 +38,7 @@ inline constexpr int TagRank(uint64_t ucp_tag) {
 // UCP message. Little-endian, like every weft wire format.
 struct CtrlHeader {
   uint32_t magic;   // kCtrlMagic
-  uint32_t flags;   // kInline
+  uint32_t flags;   // kInline, kBye
   uint64_t token;   // per-pair, per-direction secret from the handshake: forged headers are dropped
   uint64_t seq;     // numbers the messages of one direction of one pair from 0
   uint64_t tag;     // the weft tag
@@ -47,6 +47,9 @@ struct CtrlHeader {
 static_assert(sizeof(CtrlHeader) == 40, "CtrlHeader is a wire format");
 inline constexpr uint32_t kCtrlMagic = 0x58435557;  // "WUCX"
 inline constexpr uint32_t kInline = 1;
+// The sender's transport is shutting down: it sends nothing after this (size 0, tag 0). Ordered
+// with its other control messages by seq, so everything it sent before has been announced.
+inline constexpr uint32_t kBye = 2;
 
 // First message of each direction of a pair (tag kHello|src), then the proof (tag kProof|src):
 //   proof(S -> R) = HMAC-SHA256(secret, "weft-ucx/1 proof|" job "|" S "|" R "|" nonce_S nonce_R)
