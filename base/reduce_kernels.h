@@ -17,4 +17,12 @@ void ReduceInto(DType dtype, ReduceOp op, void* dst, const void* a, const void* 
 // buf[i] /= divisor, the last step of kAvg (integers divide with truncation toward zero).
 void DivideByCount(DType dtype, void* buf, size_t count, int divisor);
 
+// memcpy with non-temporal (streaming) stores where the CPU has them: the destination's lines are
+// written to memory without first being read into the cache (no read-for-ownership), and without
+// evicting what the cache holds. For large destinations the caller does not read back soon (an
+// operation's output, beyond the cache). Call StreamingCopyFence() before another thread may
+// read what was copied.
+void StreamingCopy(void* dst, const void* src, size_t bytes);
+void StreamingCopyFence();
+
 }  // namespace weft

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/reduce_kernels.h"
 #include "collectives/algorithms.h"
 #include "collectives/internal/local_arena.h"
 
@@ -56,6 +57,7 @@ Status AllGatherShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t s
   WEFT_ASSIGN_OR_RETURN(bool single_copy, ctx.ArenaSingleCopy(block));
   if (single_copy) return AllGatherSingleCopy(ctx, arena, in, out, block);
   const size_t chunk = arena.slot_bytes();
+  const bool streaming = block * n >= ctx.streaming_copy_min_bytes();  // the output's size
   for (size_t off = 0; off < block || (off == 0 && block == 0); off += chunk) {
     const size_t len = std::min(chunk, block - off);
     const uint64_t seq = arena.NextSeq();
@@ -64,10 +66,17 @@ Status AllGatherShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t s
     ctx.ArenaWrote(len);
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
-    for (int r = 0; r < n && len > 0; ++r) std::memcpy(out + r * block + off, arena.Slot(r, seq), len);
+    for (int r = 0; r < n && len > 0; ++r) {
+      if (streaming) {
+        StreamingCopy(out + r * block + off, arena.Slot(r, seq), len);
+      } else {
+        std::memcpy(out + r * block + off, arena.Slot(r, seq), len);
+      }
+    }
     arena.Set(Flag::kDone, seq);
     if (block == 0) break;
   }
+  if (streaming) StreamingCopyFence();
   return Status::Ok();
 }
 

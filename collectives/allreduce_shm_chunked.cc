@@ -26,6 +26,7 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
   const size_t chunk = std::max<size_t>(1, arena.slot_bytes() / es);
   const auto* in = static_cast<const uint8_t*>(sendbuf);
   auto* out = static_cast<uint8_t*>(recvbuf);
+  const bool streaming = count * es >= ctx.streaming_copy_min_bytes();
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = std::min(chunk, count - off);
     const uint64_t seq = arena.NextSeq();
@@ -49,9 +50,14 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
     }
     arena.Set(Flag::kPart, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kPart, seq));
-    std::memcpy(out + off * es, arena.ResultSlot(seq), len * es);
+    if (streaming) {
+      StreamingCopy(out + off * es, arena.ResultSlot(seq), len * es);
+    } else {
+      std::memcpy(out + off * es, arena.ResultSlot(seq), len * es);
+    }
     arena.Set(Flag::kDone, seq);
   }
+  if (streaming) StreamingCopyFence();
   return Status::Ok();
 }
 

@@ -76,6 +76,9 @@ struct CommOptions {
   // Arena broadcasts/all-gathers at least this large go single-copy; 0 takes
   // WEFT_SHM_COLL_SINGLE_COPY_MIN_BYTES.
   size_t shm_single_copy_min_bytes = 0;
+  // Arena all-reduces and all-gathers whose output is at least this large write it with
+  // streaming stores; 0 takes WEFT_SHM_COLL_STREAMING_MIN_BYTES.
+  size_t shm_streaming_min_bytes = 0;
   // Segment of the pipelined hierarchical all-reduce; 0 takes WEFT_HIER_SEGMENT_BYTES, negative
   // turns the pipeline off.
   int64_t hier_segment_bytes = 0;

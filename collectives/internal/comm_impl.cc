@@ -51,6 +51,10 @@ WEFT_ENV_KNOB(kShmSingleCopyKnob, "WEFT_SHM_COLL_SINGLE_COPY_MIN_BYTES", "256K",
 WEFT_ENV_KNOB(kShmSingleCopyMaxKnob, "WEFT_SHM_COLL_SINGLE_COPY_MAX_BYTES", "8M",
               "largest intra-host broadcast or all-gather block that goes single-copy (above it "
               "the slots win: they pass through the cache, a single copy streams through memory)");
+WEFT_ENV_KNOB(kShmStreamingKnob, "WEFT_SHM_COLL_STREAMING_MIN_BYTES", "8M",
+              "intra-host all-reduces and all-gathers whose output has at least this many bytes "
+              "write it with streaming (non-temporal) stores, sparing the memory reads that "
+              "ordinary stores to lines not in the cache cost; 0: never");
 WEFT_ENV_KNOB(kHierSegmentKnob, "WEFT_HIER_SEGMENT_BYTES", "4M",
               "segment of the pipelined hierarchical all-reduce: from twice this size up, one "
               "segment crosses hosts while the next is reduced inside the host; 0: no pipeline");
@@ -155,6 +159,12 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                                     ? options.shm_single_copy_min_bytes
                                     : static_cast<size_t>(kShmSingleCopyKnob.GetBytes());
   o.shm_single_copy_max_bytes = static_cast<size_t>(kShmSingleCopyMaxKnob.GetBytes());
+  if (options.shm_streaming_min_bytes > 0) {
+    o.streaming_copy_min_bytes = options.shm_streaming_min_bytes;
+  } else {
+    const int64_t v = kShmStreamingKnob.GetBytes();
+    o.streaming_copy_min_bytes = v > 0 ? static_cast<size_t>(v) : SIZE_MAX;
+  }
   o.hier_segment_bytes =
       options.hier_segment_bytes < 0
           ? 0
@@ -411,6 +421,9 @@ OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, int64_t 
 Hierarchy* OpContext::hierarchy() const { return comm_.hierarchy(); }
 int64_t OpContext::rd_max_bytes() const { return comm_.shared().options().rd_max_bytes; }
 size_t OpContext::hier_segment_bytes() const { return comm_.shared().options().hier_segment_bytes; }
+size_t OpContext::streaming_copy_min_bytes() const {
+  return comm_.shared().options().streaming_copy_min_bytes;
+}
 
 Result<bool> OpContext::ArenaSingleCopy(size_t bytes) {
   const size_t min = comm_.shared().options().shm_single_copy_min_bytes;

@@ -49,6 +49,7 @@ struct ResolvedOptions {
   size_t shm_single_copy_min_bytes = 0;  // 0: never
   size_t shm_single_copy_max_bytes = 0;
   size_t hier_segment_bytes = 0;  // 0: no pipelined hierarchical all-reduce
+  size_t streaming_copy_min_bytes = SIZE_MAX;  // arena outputs from this size: streaming stores
 };
 
 // Connections of a root communicator, shared (shared_ptr) with its split children. Owns the
@@ -170,6 +171,8 @@ class OpContext {
   Hierarchy* hierarchy() const;
   int64_t rd_max_bytes() const;
   size_t hier_segment_bytes() const;
+  // Arena algorithms write outputs of at least this many bytes with streaming stores.
+  size_t streaming_copy_min_bytes() const;
   // Whether an arena broadcast or all-gather moving `bytes` per rank goes single-copy
   // (process_vm_readv straight from the owner's buffer) instead of through the slots. Collective:
   // the first large operation agrees, across the arena's ranks, whether single copy works.

@@ -48,6 +48,7 @@ TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
   CommOptions tuned = ring;  // the tuner's choice: the shared-memory arena where it applies
   tuned.algorithm = "";
   tuned.shm_coll = 1;
+  tuned.shm_streaming_min_bytes = 64;  // the arena's streaming-store outputs, at every size here
   std::atomic<int> failures{0};
   RunRanks(n, {ring, rd, tuned}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
     if (GetParam().transport == "shm" && n > 1) {
