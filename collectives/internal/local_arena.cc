@@ -9,11 +9,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <thread>
 
 #include "base/futex.h"
+#include "base/logging.h"
+#include "base/reduce_kernels.h"
 #include "transport/transport.h"
 
 namespace weft::collectives::internal {
@@ -156,6 +159,37 @@ Result<bool> LocalArena::SingleCopy(Deadline deadline) {
   }
   single_copy_ = all ? 1 : 0;
   return all;
+}
+
+int LocalArena::SizeClass(size_t bytes) {
+  int c = 0;
+  for (size_t b = bytes >> 21; b != 0 && c < kSizeClasses - 1; b >>= 1) ++c;
+  return c;
+}
+
+bool LocalArena::StreamingSlots(size_t bytes) {
+  SlotCopyStats& st = slot_copy_[SizeClass(bytes)];
+  const uint32_t op = st.ops++;
+  if (st.ns_per_byte[0] == 0) return false;
+  if (st.ns_per_byte[1] == 0) return true;
+  const bool best = st.ns_per_byte[1] < st.ns_per_byte[0];
+  return op % kProbeEvery == kProbeEvery - 1 ? !best : best;
+}
+
+void LocalArena::ReportSlotCopy(size_t bytes, bool streaming, double ns) {
+  SlotCopyStats& st = slot_copy_[SizeClass(bytes)];
+  const double x = ns / static_cast<double>(std::max<size_t>(bytes, 1));
+  double& avg = st.ns_per_byte[streaming ? 1 : 0];
+  avg = avg == 0 ? x : 0.7 * avg + 0.3 * x;
+  const bool now = st.ns_per_byte[0] > 0 && st.ns_per_byte[1] > 0 &&
+                   st.ns_per_byte[1] < st.ns_per_byte[0];
+  if (now != st.streaming) {
+    st.streaming = now;
+    WEFT_LOG(DEBUG) << "shm arena rank " << rank_ << ": operations of " << bytes
+                    << " bytes now copy into the slots with " << (now ? "streaming" : "ordinary")
+                    << " stores (ordinary " << st.ns_per_byte[0] * 1e6 << " ns/MB, streaming "
+                    << st.ns_per_byte[1] * 1e6 << " ns/MB)";
+  }
 }
 
 Status LocalArena::ReadFrom(int r, void* dst, uint64_t remote, size_t bytes) const {

@@ -55,6 +55,18 @@ class LocalArena {
     return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * size_ + (seq & 1));
   }
 
+  // How a large operation (`bytes`, 1 MiB and up) copies its chunks into the slots: ordinary
+  // stores (false), or streaming stores (true: the lines go to memory without being taken back
+  // from the peers' caches first; fence before raising the flag). Which is faster depends on
+  // where the host has put the vCPUs: sharing a cache, ordinary stores win (the peers then read
+  // from it); apart, taking back every line a peer read the time before costs more than memory.
+  // Chosen by measuring whole operations per size class (ReportSlotCopy): the way not chosen
+  // gets one operation in kProbeEvery, so the choice follows the host when it moves the vCPUs.
+  // The probes fall on the same operations on every rank (they count the same collectives), so
+  // they measure both ways end to end; ranks that still choose differently stay correct.
+  bool StreamingSlots(size_t bytes);
+  void ReportSlotCopy(size_t bytes, bool streaming, double ns);
+
   // Each rank's flags, one 128-byte block each (see FlagLine), raised to a step's sequence number:
   //   kReady: its slot for the step is written;
   //   kPart:  its part of the step's result buffer is written;
@@ -157,6 +169,17 @@ class LocalArena {
   bool wake_pending_ = false;  // a Post() whose sleeper check is still to be made
   uint64_t seq_ = 0;
   uint64_t known_done_ = 0;  // every rank has raised kDone at least this far (see Learned)
+  // StreamingSlots' measurements per size class (1 MiB, 2 MiB, ... 1 GiB and up): smoothed ns per
+  // byte of each way (0: not measured yet), operations seen, and the choice last logged.
+  static constexpr int kSizeClasses = 11;
+  static constexpr uint32_t kProbeEvery = 8;
+  struct SlotCopyStats {
+    double ns_per_byte[2] = {0, 0};  // [0] ordinary, [1] streaming
+    uint32_t ops = 0;
+    bool streaming = false;
+  };
+  SlotCopyStats slot_copy_[kSizeClasses];
+  static int SizeClass(size_t bytes);
   uint8_t* base_ = nullptr;
   size_t bytes_ = 0;
   Header* header_ = nullptr;
