@@ -33,7 +33,8 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
   // From 1 MiB the slots are filled the way measured faster here (LocalArena::StreamingSlots);
   // below, the data stays in the caches either way.
   const bool adaptive = count * es >= kAdaptiveCopyMinBytes;
-  const bool streaming_in = adaptive && arena.StreamingSlots(count * es);
+  const bool streaming_in =
+      adaptive && arena.StreamingSlots(internal::LocalArena::SlotUse::kAllReduce, count * es);
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = std::min(chunk, count - off);
@@ -73,7 +74,7 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
   if (streaming) StreamingCopyFence();
   if (adaptive) {
     arena.ReportSlotCopy(
-        count * es, streaming_in,
+        internal::LocalArena::SlotUse::kAllReduce, count * es, streaming_in,
         std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
   }
   return Status::Ok();

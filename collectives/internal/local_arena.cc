@@ -167,17 +167,22 @@ int LocalArena::SizeClass(size_t bytes) {
   return c;
 }
 
-bool LocalArena::StreamingSlots(size_t bytes) {
-  SlotCopyStats& st = slot_copy_[SizeClass(bytes)];
+bool LocalArena::StreamingSlots(SlotUse use, size_t bytes) {
+  SlotCopyStats& st = slot_copy_[static_cast<int>(use)][SizeClass(bytes)];
   const uint32_t op = st.ops++;
   if (st.ns_per_byte[0] == 0) return false;
   if (st.ns_per_byte[1] == 0) return true;
   const bool best = st.ns_per_byte[1] < st.ns_per_byte[0];
-  return op % kProbeEvery == kProbeEvery - 1 ? !best : best;
+  // Where one way is far behind, probing it costs more and tells less: try it a quarter as often.
+  const double lo = std::min(st.ns_per_byte[0], st.ns_per_byte[1]);
+  const double hi = std::max(st.ns_per_byte[0], st.ns_per_byte[1]);
+  const uint32_t every = hi > 1.5 * lo ? 4 * kProbeEvery : kProbeEvery;
+  return op % every == every - 1 ? !best : best;
 }
 
-void LocalArena::ReportSlotCopy(size_t bytes, bool streaming, double ns) {
-  SlotCopyStats& st = slot_copy_[SizeClass(bytes)];
+void LocalArena::ReportSlotCopy(SlotUse use, size_t bytes, bool streaming, double ns) {
+  static const char* const kUse[] = {"all-reduce", "broadcast", "all-gather"};
+  SlotCopyStats& st = slot_copy_[static_cast<int>(use)][SizeClass(bytes)];
   const double x = ns / static_cast<double>(std::max<size_t>(bytes, 1));
   double& avg = st.ns_per_byte[streaming ? 1 : 0];
   avg = avg == 0 ? x : 0.7 * avg + 0.3 * x;
@@ -185,7 +190,7 @@ void LocalArena::ReportSlotCopy(size_t bytes, bool streaming, double ns) {
                    st.ns_per_byte[1] < st.ns_per_byte[0];
   if (now != st.streaming) {
     st.streaming = now;
-    WEFT_LOG(DEBUG) << "shm arena rank " << rank_ << ": operations of " << bytes
+    WEFT_LOG(DEBUG) << "shm arena rank " << rank_ << ": " << kUse[static_cast<int>(use)] << "s of " << bytes
                     << " bytes now copy into the slots with " << (now ? "streaming" : "ordinary")
                     << " stores (ordinary " << st.ns_per_byte[0] * 1e6 << " ns/MB, streaming "
                     << st.ns_per_byte[1] * 1e6 << " ns/MB)";

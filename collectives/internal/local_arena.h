@@ -61,11 +61,14 @@ class LocalArena {
   // where the host has put the vCPUs: sharing a cache, ordinary stores win (the peers then read
   // from it); apart, taking back every line a peer read the time before costs more than memory.
   // Chosen by measuring whole operations per size class (ReportSlotCopy): the way not chosen
-  // gets one operation in kProbeEvery, so the choice follows the host when it moves the vCPUs.
+  // gets one operation in kProbeEvery (in 4 * kProbeEvery while it is 1.5 times slower or
+  // worse), so the choice follows the host when it moves the vCPUs.
   // The probes fall on the same operations on every rank (they count the same collectives), so
   // they measure both ways end to end; ranks that still choose differently stay correct.
-  bool StreamingSlots(size_t bytes);
-  void ReportSlotCopy(size_t bytes, bool streaming, double ns);
+  // Kept apart per kind of operation (their costs per byte differ).
+  enum class SlotUse { kAllReduce = 0, kBroadcast = 1, kAllGather = 2 };
+  bool StreamingSlots(SlotUse use, size_t bytes);
+  void ReportSlotCopy(SlotUse use, size_t bytes, bool streaming, double ns);
 
   // Each rank's flags, one 128-byte block each (see FlagLine), raised to a step's sequence number:
   //   kReady: its slot for the step is written;
@@ -178,7 +181,7 @@ class LocalArena {
     uint32_t ops = 0;
     bool streaming = false;
   };
-  SlotCopyStats slot_copy_[kSizeClasses];
+  SlotCopyStats slot_copy_[3][kSizeClasses];
   static int SizeClass(size_t bytes);
   uint8_t* base_ = nullptr;
   size_t bytes_ = 0;

@@ -198,10 +198,11 @@ std::vector<Param> AllParams() {
   return out;
 }
 
-TEST(ArenaAllReduce, LargeOperationsCorrectWithEitherSlotCopy) {
+TEST(ArenaSlots, LargeOperationsCorrectWithEitherSlotCopy) {
   // From 1 MiB the arena fills its slots with ordinary or streaming stores, whichever it measures
-  // faster, trying the other one operation in eight: over 20 operations both run, at a size that
-  // ends in a partial chunk and with outputs streamed too (shm_streaming_min_bytes).
+  // faster, trying the other one operation in eight or in 32: over 40 operations of each kind
+  // both run, at sizes that end in a partial chunk, with outputs streamed too
+  // (shm_streaming_min_bytes) and broadcasts and all-gathers through the slots (no single copy).
   constexpr int kRanks = 3;
   constexpr int64_t kCount = (1 << 20) / 4 + 4099;
   CommOptions o;
@@ -209,25 +210,53 @@ TEST(ArenaAllReduce, LargeOperationsCorrectWithEitherSlotCopy) {
   o.shm_coll = 1;
   o.timeout_ms = 60000;
   o.shm_streaming_min_bytes = 1 << 20;
+  o.shm_single_copy_min_bytes = size_t{1} << 40;
   std::atomic<int> failures{0};
+  auto check = [&](bool ok, int rank, const char* what, int i) {
+    if (!ok && failures.fetch_add(1) < 5) {
+      ADD_FAILURE() << what << ": rank " << rank << " operation " << i << " differs";
+    }
+  };
   RunRanks(kRanks, {o}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
-    ASSERT_EQ(comms[0]->AllReduceAlgorithmFor(kCount, DType::kFloat32), "shm_chunked");
-    for (int i = 0; i < 20; ++i) {
+    Communicator& c = *comms[0];
+    ASSERT_EQ(c.AllReduceAlgorithmFor(kCount, DType::kFloat32), "shm_chunked");
+    for (int i = 0; i < 40; ++i) {
       const ReduceOp op = i % 2 == 0 ? ReduceOp::kSum : ReduceOp::kMax;
       auto in = Input(DType::kFloat32, op, rank + i, kCount);
       std::vector<uint8_t> out(in.size(), 0xee);
-      auto w = comms[0]->AllReduce(in.data(), out.data(), kCount, DType::kFloat32, op);
+      auto w = c.AllReduce(in.data(), out.data(), kCount, DType::kFloat32, op);
       ASSERT_TRUE(w.ok()) << w.status().ToString();
       ASSERT_TRUE(w->Wait().ok());
-      // The reference of ranks i, i+1, ..., i+kRanks-1 (Input's seed is the rank).
+      // The reference over seeds i .. i + kRanks - 1, in rank order (Input's seed is the rank).
       std::vector<uint8_t> want = Input(DType::kFloat32, op, i, kCount);
       for (int r = 1; r < kRanks; ++r) {
         auto other = Input(DType::kFloat32, op, r + i, kCount);
         ReduceInto(DType::kFloat32, op, want.data(), want.data(), other.data(), kCount);
       }
-      if (std::memcmp(out.data(), want.data(), want.size()) != 0 && failures.fetch_add(1) < 5) {
-        ADD_FAILURE() << "rank " << rank << " operation " << i << " differs from the reference";
+      check(out == want, rank, "all-reduce", i);
+    }
+    for (int i = 0; i < 40; ++i) {
+      const int root = i % kRanks;
+      auto data = Input(DType::kFloat32, ReduceOp::kSum, 100 + i, kCount);
+      std::vector<uint8_t> buf = rank == root ? data : std::vector<uint8_t>(data.size(), 0xee);
+      auto w = c.Broadcast(buf.data(), buf.data(), kCount, DType::kFloat32, root);
+      ASSERT_TRUE(w.ok()) << w.status().ToString();
+      ASSERT_TRUE(w->Wait().ok());
+      check(buf == data, rank, "broadcast", i);
+    }
+    constexpr int64_t kBlock = 350 * 1024 / 4 + 17;
+    for (int i = 0; i < 40; ++i) {
+      auto mine = Input(DType::kFloat32, ReduceOp::kSum, 200 + rank + i, kBlock);
+      std::vector<uint8_t> out(mine.size() * kRanks, 0xee);
+      auto w = c.AllGather(mine.data(), out.data(), kBlock, DType::kFloat32);
+      ASSERT_TRUE(w.ok()) << w.status().ToString();
+      ASSERT_TRUE(w->Wait().ok());
+      std::vector<uint8_t> want;
+      for (int r = 0; r < kRanks; ++r) {
+        auto b = Input(DType::kFloat32, ReduceOp::kSum, 200 + r + i, kBlock);
+        want.insert(want.end(), b.begin(), b.end());
       }
+      check(out == want, rank, "all-gather", i);
     }
   });
   EXPECT_EQ(failures.load(), 0);
