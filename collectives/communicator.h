@@ -73,7 +73,7 @@ struct CommOptions {
   size_t shm_coll_chunk_bytes = 0;
   // Whether ranks sharing a host use the arena: 1 yes, 0 no, -1 takes WEFT_SHM_COLL.
   int shm_coll = -1;
-  // Arena broadcasts/all-gathers at least this large go single-copy; 0 takes
+  // Arena all-gathers with blocks at least this large go single-copy; 0 takes
   // WEFT_SHM_COLL_SINGLE_COPY_MIN_BYTES.
   size_t shm_single_copy_min_bytes = 0;
   // Arena all-reduces and all-gathers whose output is at least this large write it with

@@ -45,12 +45,12 @@ WEFT_ENV_KNOB(kShmCollChunkKnob, "WEFT_SHM_COLL_CHUNK_BYTES", "256K",
 WEFT_ENV_KNOB(kShmDirectMaxKnob, "WEFT_SHM_COLL_DIRECT_MAX_BYTES", "16K",
               "largest intra-host all-reduce where every rank reduces every slot itself");
 WEFT_ENV_KNOB(kShmSingleCopyKnob, "WEFT_SHM_COLL_SINGLE_COPY_MIN_BYTES", "256K",
-              "intra-host broadcasts and all-gathers of at least this many bytes per rank are "
-              "read straight from the owner's buffer (process_vm_readv) instead of through arena "
-              "slots; 0: never");
+              "intra-host all-gathers of at least this many bytes per rank are read straight "
+              "from the owner's buffer (process_vm_readv) instead of through arena slots; 0: "
+              "never");
 WEFT_ENV_KNOB(kShmSingleCopyMaxKnob, "WEFT_SHM_COLL_SINGLE_COPY_MAX_BYTES", "8M",
-              "largest intra-host broadcast or all-gather block that goes single-copy (above it "
-              "the slots win: they pass through the cache, a single copy streams through memory)");
+              "largest intra-host all-gather block that goes single-copy (above it the slots "
+              "win: they pass through the cache, a single copy streams through memory)");
 WEFT_ENV_KNOB(kShmStreamingKnob, "WEFT_SHM_COLL_STREAMING_MIN_BYTES", "8M",
               "intra-host all-reduces and all-gathers whose output has at least this many bytes "
               "write it with streaming (non-temporal) stores, sparing the memory reads that "

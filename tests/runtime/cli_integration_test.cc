@@ -93,9 +93,10 @@ TEST(Cli, RunLaunchesCheckedBenchOnEveryTransport) {
   }
 }
 
-TEST(Cli, SingleCopyBroadcastAndAllGatherAcrossProcesses) {
-  // 256 KiB .. 4 MiB per rank: the arena's single-copy path, with process_vm_readv between
-  // separate processes; the bench checks every element.
+TEST(Cli, LargeBroadcastAndAllGatherAcrossProcesses) {
+  // 768 KiB .. 12 MiB between separate processes: the arena's slots (broadcast), its single-copy
+  // path with process_vm_readv (all-gather blocks of 256 KiB .. 4 MiB) and, from 1 MiB, its
+  // adaptive slot copies; the bench checks every element.
   for (const char* coll : {"broadcast", "allgather"}) {
     std::string out;
     int rc = WaitFor(Spawn({Bin(), "run", "-n", "3", "--", Bin(), "bench", coll, "-b", "768K",
