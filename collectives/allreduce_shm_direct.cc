@@ -40,6 +40,7 @@ Status AllReduceShmDirect(OpContext& ctx, const void* sendbuf, void* recvbuf, si
     for (int r = 2; r < n; ++r) ReduceInto(dtype, op, out, out, data(r), count);
   }
   arena.Set(Flag::kDone, seq);
+  if (in_line) arena.PrefetchInlineLine(seq + 1);  // the next one is likely as small
   if (op == ReduceOp::kAvg && bytes > 0) DivideByCount(dtype, out, count, n);
   return Status::Ok();
 }

@@ -7,6 +7,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -86,6 +87,19 @@ class LocalArena {
   // the slots.
   static constexpr size_t kInlineBytes = 56;
   static Flag InlineFlag(uint64_t seq) { return (seq & 1) ? Flag::kInline1 : Flag::kInline0; }
+  // Starts taking this rank's inline line for step `seq` back for writing: the peers read it in
+  // the step before last, so it must leave their caches before this core may store to it; asked
+  // for as the previous step ends, that round trip overlaps the return to the caller instead of
+  // delaying the next step's store (2 ranks, 8 B: 0.55 -> 0.43-0.48 us with the vCPUs apart,
+  // 0.23 -> 0.22 with them together). Measured no better for the ready flag and slot lines of
+  // larger vectors (128 B: 0.61 -> 0.64), so only the inline line.
+  void PrefetchInlineLine(uint64_t seq) const {
+#if defined(__x86_64__)
+    asm volatile("prefetchw (%0)" : : "r"(&Flags(rank_)->line[static_cast<int>(InlineFlag(seq))]));
+#else
+    (void)seq;
+#endif
+  }
   uint8_t* InlineData(int r, uint64_t seq) const {
     return reinterpret_cast<uint8_t*>(&Flags(r)->line[static_cast<int>(InlineFlag(seq))]) +
            sizeof(uint64_t);
