@@ -7,7 +7,6 @@
 #include <sched.h>
 
 #include <atomic>
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
