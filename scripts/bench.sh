@@ -82,6 +82,8 @@ for r in $(seq "$repeats"); do
 done
 
 for r in $(seq "$repeats"); do
+  # Where the host has put the two vCPUs right now (every intra-host number moves with it).
+  "$bin/bench_cacheline" | tag none "$r"
   for np in 2 4; do
     echo "bench: repeat $r/$repeats, all-reduce, $np ranks"
     weft_run "$np" shm "$r" allreduce "${sweep[@]}"

@@ -24,6 +24,7 @@ def med(xs):
 copy = [r["copy_gbps"] for r in rows if r.get("lib") == "membw"]
 tcp1 = [r["gbps"] for r in rows if r.get("lib") == "tcp_loopback" and r["sockets"] == 1]
 tcp4 = [r["gbps"] for r in rows if r.get("lib") == "tcp_loopback" and r["sockets"] == 4]
+cacheline = [(r["repeat"], r["roundtrip_ns"]) for r in rows if r.get("lib") == "cacheline"]
 # Two ranks each read their input and write their output at least once: 2N bytes of memory
 # traffic per rank for an N-byte all-reduce (slots and peers' data may stay in cache), so busbw
 # (= algbw for two ranks) cannot exceed half the per-stream copy bandwidth.
@@ -91,7 +92,8 @@ except OSError:
     pass
 summary["machine"] = {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
 summary["limits"] = {"copy_gbps_per_stream": med(copy), "allreduce2_mem_bound_busbw": mem_bound,
-                     "tcp_loopback_1_socket_gbps": med(tcp1), "tcp_loopback_4_sockets_gbps": med(tcp4)}
+                     "tcp_loopback_1_socket_gbps": med(tcp1), "tcp_loopback_4_sockets_gbps": med(tcp4),
+                     "cacheline_roundtrip_ns_per_repeat": [ns for _, ns in sorted(cacheline)]}
 lines.append(f"# weft vs Open MPI and Gloo — {summary['date']}")
 lines.append("")
 lines.append(f"Machine: {cpu}, {os.cpu_count()} cores, kernel {platform.release()}. Medians of "
@@ -103,6 +105,13 @@ lines.append("Limits measured in the same run: memory copy bandwidth per stream 
              f"**{mem_bound:.1f} GB/s**: each rank must at least read its input and write its "
              f"output); loopback TCP **{med(tcp1):.2f} GB/s** with one socket, **{med(tcp4):.2f} GB/s** "
              "with four.")
+if cacheline:
+    trips = ", ".join(f"{ns:.0f}" for _, ns in sorted(cacheline))
+    lines.append("")
+    lines.append(f"Cache-line round trip between CPUs 0 and 1 at the start of each repeat "
+                 f"(`bench_cacheline`): {trips} ns. This VM's host runs its two vCPUs either "
+                 "together (~100 ns) or apart (~500 ns) and moves them while it runs; every "
+                 "intra-host number moves with it, so compare the libraries within a repeat.")
 lines.append("")
 
 targets = summary["targets"]
