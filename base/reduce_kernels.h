@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 
 #include "base/dtype.h"
 
@@ -24,5 +25,13 @@ void DivideByCount(DType dtype, void* buf, size_t count, int divisor);
 // read what was copied.
 void StreamingCopy(void* dst, const void* src, size_t bytes);
 void StreamingCopyFence();
+// StreamingCopy where `streaming`, else memcpy (the caller fences once at the end).
+inline void CopyOut(bool streaming, void* dst, const void* src, size_t bytes) {
+  if (streaming) {
+    StreamingCopy(dst, src, bytes);
+  } else if (bytes > 0) {
+    std::memcpy(dst, src, bytes);
+  }
+}
 
 }  // namespace weft

@@ -6,7 +6,6 @@
 //   done.
 //   Cost per chunk: α_cacheline + c/B_copy (in) + n·c/B_copy (out), c the chunk size.
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
 #include "base/reduce_kernels.h"
@@ -16,8 +15,6 @@
 namespace weft::collectives {
 
 using Flag = internal::LocalArena::Flag;
-
-constexpr size_t kAdaptiveCopyMinBytes = 1 << 20;
 
 namespace {
 
@@ -61,41 +58,25 @@ Status AllGatherShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t s
   if (single_copy) return AllGatherSingleCopy(ctx, arena, in, out, block);
   const size_t chunk = arena.slot_bytes();
   const bool streaming = block * n >= ctx.streaming_copy_min_bytes();  // the output's size
-  // From 1 MiB of output each rank fills its slots the way it measures faster
-  // (LocalArena::StreamingSlots).
-  using SlotUse = internal::LocalArena::SlotUse;
-  const bool adaptive = block * n >= kAdaptiveCopyMinBytes;
-  const bool streaming_in = adaptive && arena.StreamingSlots(SlotUse::kAllGather, block * n);
-  const auto t0 = std::chrono::steady_clock::now();
+  // From 1 MiB of output each rank fills its slots the way it measures faster.
+  internal::LocalArena::SlotFiller fill(arena, internal::LocalArena::SlotUse::kAllGather,
+                                        block * n);
   for (size_t off = 0; off < block || (off == 0 && block == 0); off += chunk) {
     const size_t len = std::min(chunk, block - off);
     const uint64_t seq = arena.NextSeq();
     WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
-    if (len > 0 && streaming_in) {
-      StreamingCopy(arena.Slot(rank, seq), in + off, len);
-      StreamingCopyFence();  // before the flag that lets the peers read it
-    } else if (len > 0) {
-      std::memcpy(arena.Slot(rank, seq), in + off, len);
-    }
+    fill.Copy(arena.Slot(rank, seq), in + off, len);
     ctx.ArenaWrote(len);
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
     for (int r = 0; r < n && len > 0; ++r) {
-      if (streaming) {
-        StreamingCopy(out + r * block + off, arena.Slot(r, seq), len);
-      } else {
-        std::memcpy(out + r * block + off, arena.Slot(r, seq), len);
-      }
+      CopyOut(streaming, out + r * block + off, arena.Slot(r, seq), len);
     }
     arena.Set(Flag::kDone, seq);
     if (block == 0) break;
   }
   if (streaming) StreamingCopyFence();
-  if (adaptive) {
-    arena.ReportSlotCopy(
-        SlotUse::kAllGather, block * n, streaming_in,
-        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
-  }
+  fill.Finish();
   return Status::Ok();
 }
 

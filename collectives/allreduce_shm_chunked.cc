@@ -7,7 +7,6 @@
 //   slots where the peers wrote them: reduction fused with the transfer, one copy in, one out.
 //   Cost per rank: 2·α_cacheline per chunk + N/B_copy (in) + N/B_reduce + N/B_copy (out).
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
 #include "base/reduce_kernels.h"
@@ -19,8 +18,6 @@ namespace weft::collectives {
 
 using Flag = internal::LocalArena::Flag;
 
-constexpr size_t kAdaptiveCopyMinBytes = 1 << 20;
-
 Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                            DType dtype, ReduceOp op) {
   internal::LocalArena& arena = *ctx.arena();
@@ -30,22 +27,15 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
   const auto* in = static_cast<const uint8_t*>(sendbuf);
   auto* out = static_cast<uint8_t*>(recvbuf);
   const bool streaming = count * es >= ctx.streaming_copy_min_bytes();
-  // From 1 MiB the slots are filled the way measured faster here (LocalArena::StreamingSlots);
-  // below, the data stays in the caches either way.
-  const bool adaptive = count * es >= kAdaptiveCopyMinBytes;
-  const bool streaming_in =
-      adaptive && arena.StreamingSlots(internal::LocalArena::SlotUse::kAllReduce, count * es);
-  const auto t0 = std::chrono::steady_clock::now();
+  // From 1 MiB the slots are filled the way measured faster here; below, the data stays in the
+  // caches either way.
+  internal::LocalArena::SlotFiller fill(arena, internal::LocalArena::SlotUse::kAllReduce,
+                                        count * es);
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = std::min(chunk, count - off);
     const uint64_t seq = arena.NextSeq();
     WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
-    if (streaming_in) {
-      StreamingCopy(arena.Slot(rank, seq), in + off * es, len * es);
-      StreamingCopyFence();  // before the flag that lets the peers read it
-    } else {
-      std::memcpy(arena.Slot(rank, seq), in + off * es, len * es);
-    }
+    fill.Copy(arena.Slot(rank, seq), in + off * es, len * es);
     ctx.ArenaWrote(len * es);
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
@@ -64,19 +54,11 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
     }
     arena.Set(Flag::kPart, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kPart, seq));
-    if (streaming) {
-      StreamingCopy(out + off * es, arena.ResultSlot(seq), len * es);
-    } else {
-      std::memcpy(out + off * es, arena.ResultSlot(seq), len * es);
-    }
+    CopyOut(streaming, out + off * es, arena.ResultSlot(seq), len * es);
     arena.Set(Flag::kDone, seq);
   }
   if (streaming) StreamingCopyFence();
-  if (adaptive) {
-    arena.ReportSlotCopy(
-        internal::LocalArena::SlotUse::kAllReduce, count * es, streaming_in,
-        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
-  }
+  fill.Finish();
   return Status::Ok();
 }
 

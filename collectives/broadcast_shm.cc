@@ -8,18 +8,14 @@
 //   pipeline.
 //   Cost: α_cacheline + N/B_copy at the root + N/B_copy at each receiver, overlapped.
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
-#include "base/reduce_kernels.h"
 #include "collectives/algorithms.h"
 #include "collectives/internal/local_arena.h"
 
 namespace weft::collectives {
 
 using Flag = internal::LocalArena::Flag;
-
-constexpr size_t kAdaptiveCopyMinBytes = 1 << 20;
 
 Status BroadcastShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count, DType dtype,
                     int root) {
@@ -30,22 +26,17 @@ Status BroadcastShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t c
   auto* out = static_cast<uint8_t*>(recvbuf);
   if (rank == root && sendbuf != recvbuf && bytes > 0) std::memcpy(out, in, bytes);
   const size_t chunk = arena.slot_bytes();
-  // From 1 MiB the root fills the slots the way it measures faster (LocalArena::StreamingSlots).
-  using SlotUse = internal::LocalArena::SlotUse;
-  const bool adaptive = rank == root && bytes >= kAdaptiveCopyMinBytes;
-  const bool streaming_in = adaptive && arena.StreamingSlots(SlotUse::kBroadcast, bytes);
-  const auto t0 = std::chrono::steady_clock::now();
+  // From 1 MiB the root fills the slots the way it measures faster. Its time covers the
+  // broadcast but for the reading of the last two chunks: it waits for the receivers to empty
+  // each slot before refilling it.
+  internal::LocalArena::SlotFiller fill(arena, internal::LocalArena::SlotUse::kBroadcast, bytes,
+                                        /*active=*/rank == root);
   for (size_t off = 0; off < bytes || (off == 0 && bytes == 0); off += chunk) {
     const size_t len = std::min(chunk, bytes - off);
     const uint64_t seq = arena.NextSeq();
     if (rank == root) {
       WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
-      if (len > 0 && streaming_in) {
-        StreamingCopy(arena.Slot(root, seq), out + off, len);
-        StreamingCopyFence();  // before the flag that lets the peers read it
-      } else if (len > 0) {
-        std::memcpy(arena.Slot(root, seq), out + off, len);
-      }
+      fill.Copy(arena.Slot(root, seq), out + off, len);
       ctx.ArenaWrote(len);
       arena.Set(Flag::kReady, seq);
     } else {
@@ -55,13 +46,7 @@ Status BroadcastShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t c
     arena.Set(Flag::kDone, seq);
     if (bytes == 0) break;
   }
-  if (adaptive) {
-    // The root's time: it waited for the receivers to empty each slot before refilling it, so
-    // this is the broadcast but for the reading of the last two chunks.
-    arena.ReportSlotCopy(
-        SlotUse::kBroadcast, bytes, streaming_in,
-        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
-  }
+  fill.Finish();
   return Status::Ok();
 }
 

@@ -7,14 +7,17 @@
 #include <sched.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/cpu_relax.h"
 #include "base/deadline.h"
+#include "base/reduce_kernels.h"
 #include "base/socket_util.h"
 #include "base/status.h"
 
@@ -69,6 +72,47 @@ class LocalArena {
   enum class SlotUse { kAllReduce = 0, kBroadcast = 1, kAllGather = 2 };
   bool StreamingSlots(SlotUse use, size_t bytes);
   void ReportSlotCopy(SlotUse use, size_t bytes, bool streaming, double ns);
+  static constexpr size_t kAdaptiveSlotBytes = 1 << 20;
+
+  // One operation's filling of this rank's slots: from kAdaptiveSlotBytes (`bytes`: the
+  // operation's size) and where `active`, the way StreamingSlots chooses, timed from construction
+  // to Finish(); otherwise ordinary copies, unmeasured.
+  class SlotFiller {
+   public:
+    SlotFiller(LocalArena& arena, SlotUse use, size_t bytes, bool active = true)
+        : arena_(arena),
+          use_(use),
+          bytes_(bytes),
+          adaptive_(active && bytes >= kAdaptiveSlotBytes),
+          streaming_(adaptive_ && arena.StreamingSlots(use, bytes)),
+          start_(std::chrono::steady_clock::now()) {}
+    // Copies into a slot, fenced when streaming, so the flag raised next publishes it.
+    void Copy(uint8_t* slot, const void* src, size_t len) const {
+      if (len == 0) return;
+      if (streaming_) {
+        StreamingCopy(slot, src, len);
+        StreamingCopyFence();
+      } else {
+        std::memcpy(slot, src, len);
+      }
+    }
+    // The operation went through: its time counts for the way it used.
+    void Finish() {
+      if (!adaptive_) return;
+      arena_.ReportSlotCopy(use_, bytes_, streaming_,
+                            std::chrono::duration<double, std::nano>(
+                                std::chrono::steady_clock::now() - start_)
+                                .count());
+    }
+
+   private:
+    LocalArena& arena_;
+    const SlotUse use_;
+    const size_t bytes_;
+    const bool adaptive_;
+    const bool streaming_;
+    const std::chrono::steady_clock::time_point start_;
+  };
 
   // Each rank's flags, one 128-byte block each (see FlagLine), raised to a step's sequence number:
   //   kReady: its slot for the step is written;
