@@ -24,6 +24,10 @@ WEFT_ENV_KNOB(kTimeoutKnob, "WEFT_TIMEOUT_MS", "300000",
 WEFT_ENV_KNOB(kInitTimeoutKnob, "WEFT_INIT_TIMEOUT_MS", "120000",
               "deadline for creating a communicator (store rendezvous and connections)");
 WEFT_ENV_KNOB(kChunkKnob, "WEFT_CHUNK_BYTES", "1M", "pipeline chunk of ring and tree algorithms");
+WEFT_ENV_KNOB(kRingMaxChunksKnob, "WEFT_RING_MAX_CHUNKS", "8",
+              "most pieces a ring algorithm cuts one block into: larger blocks travel in larger "
+              "pieces than WEFT_CHUNK_BYTES (fewer messages, each with its own handshake over "
+              "UCX); 0: no limit");
 WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
               "force the all-reduce algorithm: ring, recursive_doubling, shm_direct, shm_chunked "
               "or hierarchical (default: the tuner); a flat choice keeps all-gather flat too");
@@ -148,6 +152,7 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                                 "shm_chunked or hierarchical");
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
+  o.ring_max_chunks = static_cast<int>(std::max<int64_t>(0, kRingMaxChunksKnob.GetInt()));
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
   o.shm_coll_chunk_bytes =
       options.shm_coll_chunk_bytes > 0
@@ -420,6 +425,7 @@ OpContext::OpContext(CommImpl& comm, const char* op_name, uint32_t seq, int64_t 
 
 Hierarchy* OpContext::hierarchy() const { return comm_.hierarchy(); }
 int64_t OpContext::rd_max_bytes() const { return comm_.shared().options().rd_max_bytes; }
+int OpContext::ring_max_chunks() const { return comm_.shared().options().ring_max_chunks; }
 size_t OpContext::hier_segment_bytes() const { return comm_.shared().options().hier_segment_bytes; }
 size_t OpContext::streaming_copy_min_bytes() const {
   return comm_.shared().options().streaming_copy_min_bytes;

@@ -42,6 +42,7 @@ struct ResolvedOptions {
   size_t chunk_bytes = 0;
   std::string algorithm;
   int64_t rd_max_bytes = 0;
+  int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;
   size_t shm_coll_chunk_bytes = 0;
   size_t shm_direct_max_bytes = 0;
@@ -170,6 +171,9 @@ class OpContext {
   }
   Hierarchy* hierarchy() const;
   int64_t rd_max_bytes() const;
+  // Most pieces a ring algorithm cuts one block into (larger pieces than chunk_bytes() where a
+  // block would need more); 0: no limit.
+  int ring_max_chunks() const;
   size_t hier_segment_bytes() const;
   // Arena algorithms write outputs of at least this many bytes with streaming stores.
   size_t streaming_copy_min_bytes() const;
