@@ -294,9 +294,9 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   Result<std::vector<Peer*>> Connect(const std::vector<PeerInfo>& peers, Deadline deadline);
   Result<RequestPtr> PostSend(Peer* peer, const void* data, size_t size, uint64_t tag);
   Result<RequestPtr> PostRecv(Peer* peer, void* data, size_t size, uint64_t tag);
-  // Fails the peer's requests and closes its endpoint; `say_bye`: in order (the endpoint is
-  // being destroyed), so the peer learns it is no failure.
-  void AbortPeer(Peer* peer, const Status& why, bool say_bye = false);
+  // Fails the peer's requests and closes its endpoint. A CANCELLED `why` is an orderly teardown
+  // (transport.h): the peer is told, so it sees no failure.
+  void AbortPeer(Peer* peer, const Status& why);
   void Abort(const Status& why);
   void Shutdown();
   void PollOnce() override;
@@ -358,12 +358,17 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   void FailPeer(Peer* peer, const Status& why, bool keep_arrived);
   void CloseEp(Peer* peer, bool force);
   void GracefulClose(const std::vector<Peer*>& peers, bool say_bye);
-  void AbortLocked(const Status& why, bool say_bye = false);
+  void AbortLocked(const Status& why);
   void SayBye(Peer* peer);
   void OnBye(Peer* peer);
+  // Completes the receives posted for `peer` that nothing matched with `why`.
+  void FailPosted(Peer* peer, const Status& why);
   Status ByeStatus(const Peer* peer) const {
-    return UnavailableError("ucx: " + peer->name + " closed its transport (it finished or shut down)");
+    return UnavailableError("ucx: " + peer->name +
+                            " closed its transport (it finished or shut down)");
   }
+  // Whether an abort for `why` is the owner tearing down in order (transport.h's contract).
+  static bool Orderly(const Status& why) { return why.code() == StatusCode::kCancelled; }
   void OnPeerExited(Peer* peer);
 
   const TransportConfig config_;
@@ -1339,11 +1344,7 @@ void Core::FailPeer(Peer* p, const Status& why, bool keep_arrived) {
   if (!p->failed.ok()) return;
   p->failed = why;
   if (p->auth_error.ok() && !p->authed) p->auth_error = why;
-  for (auto& [tag, op] : p->posted) {
-    op->req->Complete(why);
-    ReleaseOp(op);
-  }
-  p->posted.clear();
+  FailPosted(p, why);
   p->reorder.clear();
   // Waiters wake now. Receives still posted on the worker are cancelled; sends and matched
   // receives end when the endpoint is closed (their callbacks then find the request done).
@@ -1440,7 +1441,10 @@ void Core::SayBye(Peer* p) {
 void Core::OnBye(Peer* p) {
   p->said_bye = true;
   WEFT_LOG(DEBUG) << who_ << ": " << p->name << " says it is shutting down";
-  const Status why = ByeStatus(p);
+  FailPosted(p, ByeStatus(p));
+}
+
+void Core::FailPosted(Peer* p, const Status& why) {
   for (auto& [tag, op] : p->posted) {
     op->req->Complete(why);
     ReleaseOp(op);
@@ -1448,7 +1452,7 @@ void Core::OnBye(Peer* p) {
   p->posted.clear();
 }
 
-void Core::AbortLocked(const Status& why, bool say_bye) {
+void Core::AbortLocked(const Status& why) {
   if (aborted_.ok()) aborted_ = why;
   std::vector<Peer*> open;
   for (auto& p : peers_) {
@@ -1460,22 +1464,22 @@ void Core::AbortLocked(const Status& why, bool say_bye) {
   }
   cv_.notify_all();
   Drain();
-  GracefulClose(open, say_bye);
+  GracefulClose(open, Orderly(why));
 }
 
-void Core::AbortPeer(Peer* peer, const Status& why, bool say_bye) {
+void Core::AbortPeer(Peer* peer, const Status& why) {
   std::lock_guard<std::mutex> lock(mu_);
   if (shutdown_ || peer->aborted) return;
   FailPeer(peer, why, /*keep_arrived=*/false);
   Drain();
-  GracefulClose({peer}, say_bye);
+  GracefulClose({peer}, Orderly(why));
 }
 
 void Core::Abort(const Status& why) {
   Status s = why.ok() ? AbortedError(who_ + " aborted") : why;
   std::lock_guard<std::mutex> lock(mu_);
   if (shutdown_) return;
-  AbortLocked(s, /*say_bye=*/s.code() == StatusCode::kCancelled);
+  AbortLocked(s);
 }
 
 void Core::Shutdown() {
@@ -1484,8 +1488,7 @@ void Core::Shutdown() {
     if (shutdown_) return;
     if (worker_ != nullptr) {
       AbortLocked(CancelledError("the ucx transport of rank " + std::to_string(config_.rank) +
-                                 " was destroyed"),
-                  /*say_bye=*/true);
+                                 " was destroyed"));
     }
     shutdown_ = true;
   }
@@ -1522,8 +1525,7 @@ class UcxEndpoint final : public Endpoint {
   UcxEndpoint(std::shared_ptr<Core> core, Peer* peer) : core_(std::move(core)), peer_(peer) {}
   ~UcxEndpoint() override {
     core_->AbortPeer(peer_,
-                     CancelledError("ucx: the endpoint to " + peer_->name + " was destroyed"),
-                     /*say_bye=*/true);
+                     CancelledError("ucx: the endpoint to " + peer_->name + " was destroyed"));
   }
   int peer() const override { return peer_->rank; }
   Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag) override {
