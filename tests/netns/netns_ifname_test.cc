@@ -47,24 +47,6 @@ std::vector<BackgroundProcess> StartRanks(const NetnsLab& lab, int init_timeout_
                         env);
 }
 
-// Waits (bounded) for every rank; returns their outputs and exit codes (-1: still running).
-struct Finished {
-  std::vector<std::string> out;
-  std::vector<int> code;
-};
-Finished WaitRanks(std::vector<BackgroundProcess>& ranks, int timeout_ms) {
-  Deadline d = Deadline::AfterMs(timeout_ms);
-  Finished f;
-  for (auto& rank : ranks) {
-    int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(d.Remaining()).count());
-    bool exited = rank.WaitExit(std::max(left, 1));
-    f.out.push_back(rank.Output());
-    f.code.push_back(exited ? rank.exit_code() : -1);
-  }
-  return f;
-}
-
 // The tcp peers of rank r: the ranks of the other host.
 std::vector<int> RemoteRanks(int r) {
   std::vector<int> out;
@@ -79,7 +61,7 @@ TEST(NetnsIfname, UnreachableFirstChoiceFallsBackToOneThatConnects) {
   ASSERT_TRUE(lab);
   // dead0 comes after weft0 in interface order; the spec puts it first.
   auto ranks = StartRanks(*lab, 30000, {{"WEFT_SOCKET_IFNAME", "dead,weft"}});
-  Finished f = WaitRanks(ranks, 40000);
+  RanksOutcome f = WaitForRanks(ranks, 40000);
   for (int r = 0; r < kWorld; ++r) {
     ASSERT_EQ(f.code[r], 0) << "rank " << r << "\n" << f.out[r];
   }
@@ -116,7 +98,7 @@ TEST(NetnsIfname, OnlyUnreachableAddressesFailEveryRankNamingPeerAndAddress) {
   auto t0 = Clock::now();
   auto ranks = StartRanks(*lab, kInitMs, {{"WEFT_SOCKET_IFNAME", "dead"}});
   // Bound: the init deadline (which Connect() gets) and start-up slack; no rank may hang.
-  Finished f = WaitRanks(ranks, kInitMs + 12000);
+  RanksOutcome f = WaitForRanks(ranks, kInitMs + 12000);
   double took = std::chrono::duration<double>(Clock::now() - t0).count();
   for (int r = 0; r < kWorld; ++r) {
     const std::string& out = f.out[r];
@@ -146,7 +128,7 @@ TEST(NetnsIfname, TcpIfnameWinsOverSocketIfnameForTheTransport) {
   ASSERT_TRUE(lab);
   auto ranks =
       StartRanks(*lab, 30000, {{"WEFT_SOCKET_IFNAME", "dead"}, {"WEFT_TCP_IFNAME", "weft"}});
-  Finished f = WaitRanks(ranks, 40000);
+  RanksOutcome f = WaitForRanks(ranks, 40000);
   for (int r = 0; r < kWorld; ++r) {
     ASSERT_EQ(f.code[r], 0) << "rank " << r << "\n" << f.out[r];
     EXPECT_EQ(f.out[r].find(lab->dead_address(1)), std::string::npos)

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -258,6 +259,19 @@ std::vector<BackgroundProcess> StartWeftRanks(const NetnsLab& lab, int ranks_per
     ranks.emplace_back(argv, e);
   }
   return ranks;
+}
+
+RanksOutcome WaitForRanks(std::vector<BackgroundProcess>& ranks, int timeout_ms) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  RanksOutcome o;
+  for (auto& rank : ranks) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    const bool exited = rank.WaitExit(std::max<int>(static_cast<int>(left.count()), 1));
+    o.out.push_back(rank.Output());
+    o.code.push_back(exited ? rank.exit_code() : -1);
+  }
+  return o;
 }
 
 }  // namespace weft::testing

@@ -104,4 +104,13 @@ std::vector<BackgroundProcess> StartWeftRanks(const NetnsLab& lab, int ranks_per
                                               const std::vector<std::string>& args,
                                               const std::map<std::string, std::string>& env = {});
 
+// What WaitForRanks saw of each rank, in rank order: its output and its exit code (-1: still
+// running at the deadline).
+struct RanksOutcome {
+  std::vector<std::string> out;
+  std::vector<int> code;
+};
+// Waits for every rank against one deadline, timeout_ms from now.
+RanksOutcome WaitForRanks(std::vector<BackgroundProcess>& ranks, int timeout_ms);
+
 }  // namespace weft::testing

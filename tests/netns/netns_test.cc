@@ -40,21 +40,17 @@ std::vector<BackgroundProcess> StartRanks(const NetnsLab& lab, const std::vector
 // Waits for every rank (bounded) and returns their outputs; failures name the rank.
 std::vector<std::string> WaitRanks(std::vector<BackgroundProcess>& ranks, int timeout_ms,
                                    const std::string& what) {
-  Deadline d = Deadline::AfterMs(timeout_ms);
-  std::vector<std::string> out;
+  RanksOutcome o = WaitForRanks(ranks, timeout_ms);
   for (size_t r = 0; r < ranks.size(); ++r) {
-    int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(d.Remaining()).count());
-    bool exited = ranks[r].WaitExit(std::max(left, 1));
-    out.push_back(ranks[r].Output());
+    const bool exited = o.code[r] != -1;
     EXPECT_TRUE(exited) << what << ": rank " << r << " still running after " << timeout_ms
                         << " ms\n"
-                        << out.back();
+                        << o.out[r];
     if (exited) {
-      EXPECT_EQ(ranks[r].exit_code(), 0) << what << ": rank " << r << "\n" << out.back();
+      EXPECT_EQ(o.code[r], 0) << what << ": rank " << r << "\n" << o.out[r];
     }
   }
-  return out;
+  return o.out;
 }
 
 TEST(Netns, HostsAndTransportsAcrossNamespaces) {
