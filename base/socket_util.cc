@@ -41,6 +41,18 @@ std::vector<std::string_view> SpecPrefixes(std::string_view spec) {
   return out;
 }
 
+// Index of the first prefix `name` starts with; prefixes.size() when none.
+size_t FirstMatch(const std::vector<std::string_view>& prefixes, std::string_view name) {
+  size_t k = 0;
+  while (k < prefixes.size() && name.substr(0, prefixes[k].size()) != prefixes[k]) ++k;
+  return k;
+}
+
+// Whether an interface whose first match is `match` passes a non-empty spec.
+bool Passes(std::string_view spec, const std::vector<std::string_view>& prefixes, size_t match) {
+  return spec[0] == '^' ? match == prefixes.size() : match < prefixes.size();
+}
+
 }  // namespace
 
 const std::string& SocketIfnameSpec() { return kSocketIfnameKnob.Get(); }
@@ -134,11 +146,8 @@ Result<std::vector<HostPort>> ParseHostPortList(std::string_view text) {
 
 bool IfnameSelected(std::string_view spec, std::string_view name) {
   if (spec.empty()) return true;
-  bool exclude = spec[0] == '^';
-  for (std::string_view prefix : SpecPrefixes(spec)) {
-    if (name.substr(0, prefix.size()) == prefix) return !exclude;
-  }
-  return exclude;
+  const std::vector<std::string_view> prefixes = SpecPrefixes(spec);
+  return Passes(spec, prefixes, FirstMatch(prefixes, name));
 }
 
 std::vector<InterfaceAddress> SelectInterfaces(std::string_view spec,
@@ -149,14 +158,9 @@ std::vector<InterfaceAddress> SelectInterfaces(std::string_view spec,
   const std::vector<std::string_view> prefixes = SpecPrefixes(spec);
   std::vector<std::pair<size_t, const InterfaceAddress*>> keyed;
   for (const InterfaceAddress& ia : interfaces) {
-    if (!IfnameSelected(spec, ia.ifname)) continue;
-    size_t key = 0;
-    if (listed) {
-      while (key < prefixes.size() &&
-             std::string_view(ia.ifname).substr(0, prefixes[key].size()) != prefixes[key]) {
-        ++key;
-      }
-    }
+    const size_t match = FirstMatch(prefixes, ia.ifname);
+    if (!spec.empty() && !Passes(spec, prefixes, match)) continue;
+    size_t key = listed ? match : 0;
     if (ia.loopback) key += prefixes.size() + 1;
     keyed.emplace_back(key, &ia);
   }
