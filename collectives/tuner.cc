@@ -65,8 +65,8 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
   std::string name = AllReduceAlgoName(a);
   if (!in.forced.empty() && in.forced == name) return name + ": forced by WEFT_ALGO";
   if (!in.forced.empty()) {
-    return name + ": WEFT_ALGO=" + std::string(in.forced) + " does not apply here (no local arena, or the "
-                                                "message is too large for it)";
+    return name + ": WEFT_ALGO=" + std::string(in.forced) +
+           " does not apply here (no local arena, or the message is too large for it)";
   }
   if (a == AllReduceAlgo::kHierarchical) {
     return name + ": ranks span hosts evenly: reduce-scatter inside each host over shared "

@@ -547,7 +547,8 @@ int BenchCommand(const std::vector<std::string>& args) {
       std::printf("{\"lib\":\"weft\",\"algo\":\"%s\",\"mode\":\"%s\",\"in_place\":%s,"
                   "\"p50_us\":%.3f,\"p99_us\":%.3f,\"busbw\":%.4f,",
                   algo.c_str(), o.latency ? "latency" : "throughput",
-                  o.latency && o.in_place ? "true" : "false", oop.us, oop.p99_us, algbw(oop.us) * f);
+                  o.latency && o.in_place ? "true" : "false", oop.us, oop.p99_us,
+                  algbw(oop.us) * f);
       std::printf("\"collective\":\"%s\",\"ranks\":%d,\"size\":%lld,\"count\":%lld,\"type\":\"%s\","
                   "\"redop\":\"%s\",\"root\":%d,\"oop_us\":%.3f,\"oop_algbw\":%.4f,\"oop_busbw\":%.4f,"
                   "\"oop_wrong\":%lld,\"ip_us\":%.3f,\"ip_algbw\":%.4f,\"ip_busbw\":%.4f,\"ip_wrong\":%lld}\n",

@@ -175,7 +175,7 @@ bool LocalArena::StreamingSlots(SlotUse use, size_t bytes) {
   const uint32_t op = st.ops++;
   if (st.ns_per_byte[0] == 0) return false;
   if (st.ns_per_byte[1] == 0) return true;
-  const bool best = st.ns_per_byte[1] < st.ns_per_byte[0];
+  const bool best = st.StreamingWins();
   // Where one way is far behind, probing it costs more and tells less: try it a quarter as often.
   const double lo = std::min(st.ns_per_byte[0], st.ns_per_byte[1]);
   const double hi = std::max(st.ns_per_byte[0], st.ns_per_byte[1]);
@@ -189,12 +189,11 @@ void LocalArena::ReportSlotCopy(SlotUse use, size_t bytes, bool streaming, doubl
   const double x = ns / static_cast<double>(std::max<size_t>(bytes, 1));
   double& avg = st.ns_per_byte[streaming ? 1 : 0];
   avg = avg == 0 ? x : 0.7 * avg + 0.3 * x;
-  const bool now = st.ns_per_byte[0] > 0 && st.ns_per_byte[1] > 0 &&
-                   st.ns_per_byte[1] < st.ns_per_byte[0];
+  const bool now = st.StreamingWins();
   if (now != st.streaming) {
     st.streaming = now;
-    WEFT_LOG(DEBUG) << "shm arena rank " << rank_ << ": " << kUse[static_cast<int>(use)] << "s of " << bytes
-                    << " bytes now copy into the slots with " << (now ? "streaming" : "ordinary")
+    WEFT_LOG(DEBUG) << "shm arena rank " << rank_ << ": " << kUse[static_cast<int>(use)]
+                    << "s of " << bytes << " bytes now copy into the slots with " << (now ? "streaming" : "ordinary")
                     << " stores (ordinary " << st.ns_per_byte[0] * 1e6 << " ns/MB, streaming "
                     << st.ns_per_byte[1] * 1e6 << " ns/MB)";
   }

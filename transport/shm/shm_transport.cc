@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "base/cpu_relax.h"
-#include "base/futex.h"
 #include "base/env.h"
+#include "base/futex.h"
 #include "base/hmac.h"
 #include "base/logging.h"
 #include "base/recycling_allocator.h"
