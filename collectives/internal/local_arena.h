@@ -85,7 +85,8 @@ class LocalArena {
           bytes_(bytes),
           adaptive_(active && bytes >= kAdaptiveSlotBytes),
           streaming_(adaptive_ && arena.StreamingSlots(use, bytes)),
-          start_(std::chrono::steady_clock::now()) {}
+          start_(adaptive_ ? std::chrono::steady_clock::now()  // no clock read when unmeasured
+                           : std::chrono::steady_clock::time_point()) {}
     // Copies into a slot, fenced when streaming, so the flag raised next publishes it.
     void Copy(uint8_t* slot, const void* src, size_t len) const {
       if (len == 0) return;
