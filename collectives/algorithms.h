@@ -18,6 +18,8 @@ Status AllReduceRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t 
                      ReduceOp op);
 Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                                   DType dtype, ReduceOp op);
+Status AllReduceRabenseifner(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                             DType dtype, ReduceOp op);
 // Intra-host algorithms over the communicator's local arena (ctx.arena() must be set).
 Status AllReduceShmDirect(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                           DType dtype, ReduceOp op);

@@ -290,6 +290,8 @@ metrics::Algo MetricsAlgo(AllReduceAlgo a) {
       return metrics::Algo::kRing;
     case AllReduceAlgo::kRecursiveDoubling:
       return metrics::Algo::kRecursiveDoubling;
+    case AllReduceAlgo::kRabenseifner:
+      return metrics::Algo::kRabenseifner;
     case AllReduceAlgo::kShmDirect:
       return metrics::Algo::kShmDirect;
     case AllReduceAlgo::kShmChunked:
@@ -372,6 +374,8 @@ Result<Work> Communicator::AllReduce(const void* sendbuf, void* recvbuf, int64_t
         return AllReduceShmChunked(ctx, sendbuf, recvbuf, count, dtype, op);
       case AllReduceAlgo::kRing:
         return AllReduceRing(ctx, sendbuf, recvbuf, count, dtype, op);
+      case AllReduceAlgo::kRabenseifner:
+        return AllReduceRabenseifner(ctx, sendbuf, recvbuf, count, dtype, op);
       case AllReduceAlgo::kHierarchical:
         return AllReduceHierarchical(ctx, sendbuf, recvbuf, count, dtype, op);
       case AllReduceAlgo::kRecursiveDoubling:

@@ -55,7 +55,8 @@ struct CommOptions {
   int64_t init_timeout_ms = 0;
   // Pipeline chunk for ring/tree algorithms; 0 takes WEFT_CHUNK_BYTES.
   size_t chunk_bytes = 0;
-  // Force an all-reduce algorithm ("ring", "recursive_doubling"); empty takes WEFT_ALGO.
+  // Force an all-reduce algorithm ("ring", "recursive_doubling", "rabenseifner", ...); empty takes
+  // WEFT_ALGO.
   std::string algorithm;
   // Job secret and id; empty takes WEFT_JOB_SECRET / WEFT_JOB_ID, else rank 0 makes them and
   // shares them through the store.
@@ -124,7 +125,7 @@ class Communicator {
   // Host identity of `rank` as it published it (base/host_identity.h: equal strings mean one
   // host, i.e. shared memory reaches; WEFT_HOST_ID overrides). "" for a rank outside the group.
   std::string host_of(int rank) const;
-  // The all-reduce algorithm the tuner picks for this size ("ring", "recursive_doubling").
+  // The all-reduce algorithm the tuner picks for this size ("ring", "rabenseifner", ...).
   std::string AllReduceAlgorithmFor(int64_t count, DType dtype) const;
   // The all-gather algorithm ("hierarchical" across hosts, "shm" through a local arena, "ring").
   // WEFT_ALGO set to a flat all-reduce algorithm keeps it flat.

@@ -69,12 +69,13 @@ enum class Algo : uint8_t {
   kLinear,
   kDirect,
   kGroup,
+  kRabenseifner,
 };
-inline constexpr int kNumAlgos = 13;
+inline constexpr int kNumAlgos = 14;
 inline constexpr const char* kAlgoNames[kNumAlgos] = {
     "unspecified", "ring", "recursive_doubling", "shm_direct", "shm_chunked", "hierarchical",
     "binomial",    "shm",  "dissemination",      "pairwise",   "linear",      "direct",
-    "group"};
+    "group",       "rabenseifner"};
 
 namespace internal {
 consteval bool SameText(const char* a, const char* b) {

@@ -1,5 +1,6 @@
 #include "collectives/tuner.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace weft::collectives {
@@ -7,6 +8,7 @@ namespace weft::collectives {
 AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
   if (in.forced == "ring") return AllReduceAlgo::kRing;
   if (in.forced == "recursive_doubling") return AllReduceAlgo::kRecursiveDoubling;
+  if (in.forced == "rabenseifner") return AllReduceAlgo::kRabenseifner;
   if (in.local_arena && in.forced == "shm_direct" && in.bytes <= in.shm_direct_max_bytes) {
     return AllReduceAlgo::kShmDirect;
   }
@@ -19,13 +21,29 @@ AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
                                                : AllReduceAlgo::kShmChunked;
   }
   if (in.have_link_model && in.forced.empty()) {
-    return PredictRecursiveDoublingUs(in) <= PredictRingUs(in) ? AllReduceAlgo::kRecursiveDoubling
-                                                               : AllReduceAlgo::kRing;
+    const double rd = PredictRecursiveDoublingUs(in), ring = PredictRingUs(in);
+    if (UsesRabenseifner(in) && PredictRabenseifnerUs(in) < std::min(rd, ring)) {
+      return AllReduceAlgo::kRabenseifner;
+    }
+    return rd <= ring ? AllReduceAlgo::kRecursiveDoubling : AllReduceAlgo::kRing;
   }
   // Below rd_max_bytes the log2(n) latency terms of recursive doubling beat the ring's 2(n-1);
-  // above it the ring's (n-1)/n bytes per step win.
+  // above it the (n-1)/n bytes per step of Rabenseifner and the ring win, Rabenseifner with
+  // 2 log2(n) steps to the ring's 2(n-1) up to rab_max_bytes.
   if (in.bytes <= in.rd_max_bytes) return AllReduceAlgo::kRecursiveDoubling;
+  if (UsesRabenseifner(in)) return AllReduceAlgo::kRabenseifner;
   return AllReduceAlgo::kRing;
+}
+
+bool UsesRabenseifner(const TunerInput& in) {
+  // With 2 ranks it is the ring's schedule exactly, and the ring pipelines deeper. Where n is not
+  // a power of two the fold moves the whole vector twice more: by the link model it then never
+  // beats both the ring and recursive doubling (n = 5..7: it beats recursive doubling only where
+  // N·β > 4α and the ring only where N·β < 3.4α), and measured, 3 ranks over tcp, the ring was
+  // faster from 64 KiB to 16 MiB. 4 ranks: Rabenseifner 10-30% faster than the ring from 128 KiB
+  // to 4 MiB, level at 8 MiB, slower at 16 MiB, where the ring's deeper pipeline tells.
+  const bool power_of_two = (in.world_size & (in.world_size - 1)) == 0;
+  return in.world_size > 2 && power_of_two && in.bytes <= in.rab_max_bytes;
 }
 
 double PredictRingUs(const TunerInput& in) {
@@ -45,10 +63,25 @@ double PredictRecursiveDoublingUs(const TunerInput& in) {
   return steps * (in.alpha_us + in.beta_us_per_byte * static_cast<double>(in.bytes));
 }
 
+double PredictRabenseifnerUs(const TunerInput& in) {
+  int p = 1, steps = 0;
+  while (p * 2 <= in.world_size) {
+    p *= 2;
+    ++steps;
+  }
+  if (p <= 1) return 0;
+  const double bytes = static_cast<double>(in.bytes);
+  // log2(p) halving steps and as many doubling steps, (p-1)/p of the vector each way.
+  double us = 2 * steps * in.alpha_us + 2.0 * (p - 1) / p * bytes * in.beta_us_per_byte;
+  if (p < in.world_size) us += 2 * (in.alpha_us + bytes * in.beta_us_per_byte);  // the fold
+  return us;
+}
+
 const char* AllReduceAlgoName(AllReduceAlgo algo) {
   switch (algo) {
     case AllReduceAlgo::kRing: return "ring";
     case AllReduceAlgo::kRecursiveDoubling: return "recursive_doubling";
+    case AllReduceAlgo::kRabenseifner: return "rabenseifner";
     case AllReduceAlgo::kShmDirect: return "shm_direct";
     case AllReduceAlgo::kShmChunked: return "shm_chunked";
     case AllReduceAlgo::kHierarchical: return "hierarchical";
@@ -85,12 +118,14 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
   }
   std::string b = std::to_string(in.bytes) + " B";
   if (in.have_link_model) {
-    char buf[160];
+    char buf[320];
     std::snprintf(buf, sizeof(buf),
                   ": predicted from the measured links (alpha %.2f us, %.3f GB/s): recursive "
-                  "doubling %.1f us, ring %.1f us",
+                  "doubling %.1f us, ring %.1f us, rabenseifner %.1f us%s",
                   in.alpha_us, in.beta_us_per_byte > 0 ? 1e-3 / in.beta_us_per_byte : 0.0,
-                  PredictRecursiveDoublingUs(in), PredictRingUs(in));
+                  PredictRecursiveDoublingUs(in), PredictRingUs(in), PredictRabenseifnerUs(in),
+                  UsesRabenseifner(in) ? "" : " (not considered: 2 ranks, not a power of two, "
+                                              "or above WEFT_ALGO_RAB_MAX_BYTES)");
     return name + buf;
   }
   std::string lim = "WEFT_ALGO_RD_MAX_BYTES (" + std::to_string(in.rd_max_bytes) + ")";
@@ -98,8 +133,25 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
     return name + ": " + b + " <= " + lim + ", so the log2(n) latency terms of recursive "
                                             "doubling beat the ring's 2(n-1)";
   }
+  if (a == AllReduceAlgo::kRabenseifner) {
+    return name + ": " + lim + " < " + b + " <= WEFT_ALGO_RAB_MAX_BYTES (" +
+           std::to_string(in.rab_max_bytes) +
+           "), so recursive halving and doubling: the ring's 2(n-1)/n bytes per rank in "
+           "2 log2(n) steps instead of 2(n-1)";
+  }
+  std::string why_not_rab;
+  if (in.world_size == 2) {
+    why_not_rab = " (with 2 ranks Rabenseifner is the same schedule)";
+  } else if (in.bytes > in.rab_max_bytes) {
+    why_not_rab = ", and " + b + " > WEFT_ALGO_RAB_MAX_BYTES (" +
+                  std::to_string(in.rab_max_bytes) + "), where its pipeline beats Rabenseifner";
+  } else {
+    why_not_rab = ", and with " + std::to_string(in.world_size) +
+                  " ranks (not a power of two) Rabenseifner's fold would move the whole vector "
+                  "twice more";
+  }
   return name + ": " + b + " > " + lim + ", so the ring's 2(n-1)/n bytes per rank beat "
-                                         "recursive doubling's log2(n) full copies";
+                                         "recursive doubling's log2(n) full copies" + why_not_rab;
 }
 
 }  // namespace weft::collectives

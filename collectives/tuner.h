@@ -2,7 +2,8 @@
 // WEFT_ALGO forces the all-reduce choice. Otherwise, ranks sharing one host with an arena use it
 // (every rank reduces every slot for small messages, a chunked reduce-scatter/all-gather through
 // the slots for large ones); across transports small messages take recursive doubling (fewest
-// latency terms) and large ones the ring (least bytes per rank).
+// latency terms), mid-sized ones Rabenseifner (least bytes per rank in 2 log2(n) steps) and large
+// ones the ring (least bytes per rank, pipelined).
 #pragma once
 
 #include <cstddef>
@@ -11,15 +12,25 @@
 
 namespace weft::collectives {
 
-enum class AllReduceAlgo { kRing, kRecursiveDoubling, kShmDirect, kShmChunked, kHierarchical };
+enum class AllReduceAlgo {
+  kRing,
+  kRecursiveDoubling,
+  kRabenseifner,
+  kShmDirect,
+  kShmChunked,
+  kHierarchical
+};
 
 struct TunerInput {
   size_t bytes = 0;
   int world_size = 1;
-  // "", "ring", "recursive_doubling", "shm_direct", "shm_chunked", "hierarchical" (a view of the
+  // "", "ring", "recursive_doubling", "rabenseifner", "shm_direct", "shm_chunked", "hierarchical"
+  // (a view of the
   // communicator's option: building the input copies nothing, it is made per operation)
   std::string_view forced;
   size_t rd_max_bytes = 64 << 10;
+  // Above rd_max_bytes and up to this, with more than 2 ranks, Rabenseifner; 0: never.
+  size_t rab_max_bytes = 4 << 20;
   bool local_arena = false;  // all ranks on one host with a shared-memory arena
   bool hierarchical = false;  // ranks spread evenly over several hosts
   // The slowest measured link of the communicator (largest alpha and beta); unset if not probed.
@@ -30,9 +41,12 @@ struct TunerInput {
 };
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in);
+// Whether the tuner considers Rabenseifner for this input at all.
+bool UsesRabenseifner(const TunerInput& in);
 // Predicted time of the transport algorithms from the link model (microseconds).
 double PredictRingUs(const TunerInput& in);
 double PredictRecursiveDoublingUs(const TunerInput& in);
+double PredictRabenseifnerUs(const TunerInput& in);
 const char* AllReduceAlgoName(AllReduceAlgo algo);
 // "recursive_doubling: 8 B <= WEFT_ALGO_RD_MAX_BYTES (65536): log2(n) latency terms win"
 std::string ExplainAllReduceChoice(const TunerInput& in);

@@ -29,10 +29,14 @@ WEFT_ENV_KNOB(kRingMaxChunksKnob, "WEFT_RING_MAX_CHUNKS", "8",
               "pieces than WEFT_CHUNK_BYTES (fewer messages, each with its own handshake over "
               "UCX); 0: no limit");
 WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
-              "force the all-reduce algorithm: ring, recursive_doubling, shm_direct, shm_chunked "
-              "or hierarchical (default: the tuner); a flat choice keeps all-gather flat too");
+              "force the all-reduce algorithm: ring, recursive_doubling, rabenseifner, shm_direct, "
+              "shm_chunked or hierarchical (default: the tuner); a flat choice keeps all-gather "
+              "flat too");
 WEFT_ENV_KNOB(kRdMaxKnob, "WEFT_ALGO_RD_MAX_BYTES", "64K",
               "largest all-reduce the tuner gives to recursive doubling");
+WEFT_ENV_KNOB(kRabMaxKnob, "WEFT_ALGO_RAB_MAX_BYTES", "4M",
+              "largest all-reduce the tuner gives to Rabenseifner (above WEFT_ALGO_RD_MAX_BYTES, "
+              "more than 2 ranks, no link model); larger ones take the ring; 0: never");
 WEFT_ENV_KNOB(kJobIdKnob, "WEFT_JOB_ID", "", "job id (set by launchers; else made by rank 0)");
 WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",
               "per-job secret authenticating every connection (set by launchers; else made by "
@@ -145,13 +149,14 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   if (o.chunk_bytes < 64) o.chunk_bytes = 64;
   o.algorithm = !options.algorithm.empty() ? options.algorithm : kAlgoKnob.Get();
   if (!o.algorithm.empty() && o.algorithm != "ring" && o.algorithm != "recursive_doubling" &&
-      o.algorithm != "shm_direct" && o.algorithm != "shm_chunked" &&
-      o.algorithm != "hierarchical") {
+      o.algorithm != "rabenseifner" && o.algorithm != "shm_direct" &&
+      o.algorithm != "shm_chunked" && o.algorithm != "hierarchical") {
     return InvalidArgumentError("unknown all-reduce algorithm '" + o.algorithm +
-                                "' (WEFT_ALGO): use ring, recursive_doubling, shm_direct, "
-                                "shm_chunked or hierarchical");
+                                "' (WEFT_ALGO): use ring, recursive_doubling, rabenseifner, "
+                                "shm_direct, shm_chunked or hierarchical");
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
+  o.rab_max_bytes = std::max<int64_t>(0, kRabMaxKnob.GetBytes());
   o.ring_max_chunks = static_cast<int>(std::max<int64_t>(0, kRingMaxChunksKnob.GetInt()));
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
   o.shm_coll_chunk_bytes =
@@ -638,6 +643,7 @@ void CommImpl::RefreshTuner() {
   in.world_size = size();
   in.forced = o.algorithm;
   in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
+  in.rab_max_bytes = static_cast<size_t>(o.rab_max_bytes);
   in.local_arena = arena_ != nullptr;
   in.hierarchical = hierarchy_ != nullptr;
   // The slowest measured link (largest alpha and beta).

@@ -38,8 +38,9 @@ class CollectivesMatrix : public ::testing::TestWithParam<Param> {};
 
 TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
   const int n = GetParam().world;
-  // Two communicators run everything over the transports (the arena off), one takes the tuner's
-  // choice, which on one host is the shared-memory arena.
+  // Three communicators run every all-reduce over the transports (the arena off: ring, recursive
+  // doubling, Rabenseifner), one takes the tuner's choice, which on one host is the
+  // shared-memory arena.
   CommOptions ring = SmallOptions(GetParam().transport);
   ring.algorithm = "ring";
   ring.shm_coll = 0;
@@ -49,8 +50,10 @@ TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
   tuned.algorithm = "";
   tuned.shm_coll = 1;
   tuned.shm_streaming_min_bytes = 64;  // the arena's streaming-store outputs, at every size here
+  CommOptions rab = ring;
+  rab.algorithm = "rabenseifner";
   std::atomic<int> failures{0};
-  RunRanks(n, {ring, rd, tuned}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
+  RunRanks(n, {ring, rd, tuned, rab}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
     if (GetParam().transport == "shm" && n > 1) {
       // The tuned communicator must really take the intra-host arena paths.
       EXPECT_EQ(comms[2]->AllReduceAlgorithmFor(17, DType::kFloat32), "shm_direct");

@@ -105,11 +105,13 @@ TEST_P(TransportMetrics, OpsAndBytesMatchTheSchedule) {
         EXPECT_EQ(metrics::LatencyCount(Op::kAllReduce, tc.algo, "tcp") - ops0,
                   static_cast<uint64_t>(n * kOps));
         EXPECT_GT(metrics::LatencySumSeconds(Op::kAllReduce, tc.algo, "tcp"), sum0);
-        // Per rank and operation: the ring sends 2(n-1) blocks of N/n; recursive doubling
-        // (n a power of two) its whole vector log2(n) times.
+        // Per rank and operation: the ring sends 2(n-1) blocks of N/n, Rabenseifner (n a power
+        // of two) as many bytes in 2 log2(n) steps; recursive doubling its whole vector log2(n)
+        // times.
         int log2n = 0;
         while ((1 << (log2n + 1)) <= n) ++log2n;
-        const uint64_t per_rank = tc.algo == Algo::kRing ? 2 * (n - 1) * bytes / n : log2n * bytes;
+        const uint64_t per_rank = tc.algo == Algo::kRecursiveDoubling ? log2n * bytes
+                                                                      : 2 * (n - 1) * bytes / n;
         EXPECT_EQ(metrics::SentBytes("tcp", PeerClass::kRemote) - sent0, n * kOps * per_rank + 100);
         EXPECT_EQ(metrics::SentBytes("tcp", PeerClass::kSameHost), local0);
         EXPECT_EQ(metrics::LatencyCount(Op::kSend, Algo::kDirect, "tcp") - sends0, 1u);
@@ -121,7 +123,9 @@ INSTANTIATE_TEST_SUITE_P(
     Algorithms, TransportMetrics,
     ::testing::Values(TransportCase{"ring", Algo::kRing, 2}, TransportCase{"ring", Algo::kRing, 4},
                       TransportCase{"recursive_doubling", Algo::kRecursiveDoubling, 2},
-                      TransportCase{"recursive_doubling", Algo::kRecursiveDoubling, 4}),
+                      TransportCase{"recursive_doubling", Algo::kRecursiveDoubling, 4},
+                      TransportCase{"rabenseifner", Algo::kRabenseifner, 4},
+                      TransportCase{"rabenseifner", Algo::kRabenseifner, 8}),
     [](const auto& info) { return info.param.algorithm + "_" + std::to_string(info.param.n); });
 
 TEST(ArenaMetrics, ArenaAlgorithmsCountWhatTheyWrite) {
