@@ -358,6 +358,8 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   void FailPeer(Peer* peer, const Status& why, bool keep_arrived);
   void CloseEp(Peer* peer, bool force);
   void GracefulClose(const std::vector<Peer*>& peers, bool say_bye);
+  // Receives and drops the messages nothing will match any more, before the worker goes.
+  void DiscardUnexpected(Deadline deadline);
   void AbortLocked(const Status& why);
   void SayBye(Peer* peer);
   void OnBye(Peer* peer);
@@ -1507,6 +1509,7 @@ void Core::Shutdown() {
       if (p->ep != nullptr) CloseEp(p.get(), /*force=*/true);
     }
     ProgressLocked();
+    DiscardUnexpected(Deadline::After(kFlushBound));
     ucp_worker_destroy(worker_);
     worker_ = nullptr;
   }
@@ -1516,6 +1519,32 @@ void Core::Shutdown() {
   }
   events_.clear();
   FreeAllOps();
+}
+
+// The control receives were cancelled at the abort, and the peers' goodbyes (and, after a
+// failure, whatever they had in flight) arrive afterwards: UCP would warn about each such
+// unexpected message as the worker is destroyed. None can matter now; take them off the worker.
+// A message whose data never comes (a rendezvous whose sender has gone) is cancelled at the
+// deadline.
+void Core::DiscardUnexpected(Deadline deadline) {
+  std::vector<char> sink;
+  while (!deadline.Expired()) {
+    ucp_tag_recv_info_t info{};
+    ucp_tag_message_h msg = ucp_tag_probe_nb(worker_, 0, 0, /*remove=*/1, &info);
+    if (msg == nullptr) return;
+    sink.resize(std::max<size_t>(sink.size(), info.length));
+    ucp_request_param_t param{};
+    ucs_status_ptr_t r = ucp_tag_msg_recv_nbx(worker_, sink.data(), info.length, msg, &param);
+    if (!UCS_PTR_IS_PTR(r)) continue;  // done at once (or failed: dropped either way)
+    while (ucp_request_check_status(r) == UCS_INPROGRESS && !deadline.Expired()) {
+      ucp_worker_progress(worker_);
+    }
+    if (ucp_request_check_status(r) == UCS_INPROGRESS) {
+      ucp_request_cancel(worker_, r);
+      ucp_worker_progress(worker_);
+    }
+    ucp_request_free(r);
+  }
 }
 
 // ---- The Transport and Endpoint the caller sees -----------------------------------------------
