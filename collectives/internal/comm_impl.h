@@ -440,6 +440,9 @@ class CommImpl : public std::enable_shared_from_this<CommImpl> {
   std::atomic<bool> running_{false};
   uint64_t next_ticket_ = 0;
   std::atomic<bool> stop_{false};
+  // The worker sleeps until an Enqueue() wakes it (no operation was queued for a whole poll).
+  // Set under qlock_ by the worker; cleared by the Enqueue() that wakes it.
+  std::atomic<bool> parked_{false};
   uint32_t next_seq_ = 0;
   int group_depth_ = 0;
   std::vector<std::shared_ptr<WorkState>> group_ops_;

@@ -2,6 +2,8 @@
 // point-to-point, unique ids, sticky errors and abort. Ranks are threads over real transports.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -215,6 +217,38 @@ TEST_P(CommApi, AsyncWorkOverlapsAndCompletesInOrder) {
     }
     for (auto& w : ws) EXPECT_TRUE(w.Test());
     for (auto& b : bufs) EXPECT_EQ(b[4999], 3);
+  });
+}
+
+TEST_P(CommApi, WorkerStartsUnwaitedWorkAfterBackingOffAndParking) {
+  // The worker backs off while callers run every operation themselves and parks when nothing is
+  // queued; an operation nobody waits for must still start within a couple of its polls (well
+  // under the 1 s safety tick that would hide a lost wake-up).
+  RunRanks(2, {SmallOptions(GetParam())}, [&](int rank, auto& comms) {
+    Communicator& c = *comms[0];
+    std::vector<int32_t> buf(64, rank + 1);
+    auto unwaited = [&](const char* when) {
+      std::vector<int32_t> b(64, rank + 1);
+      auto w = c.AllReduce(b.data(), b.data(), 64, DType::kInt32, ReduceOp::kSum);
+      ASSERT_TRUE(w.ok());
+      // Watched through the output alone: Test() and Wait() would run it on this thread.
+      auto t0 = Clock::now();
+      while (std::atomic_ref<int32_t>(b[63]).load(std::memory_order_acquire) != 3) {
+        ASSERT_LT(Clock::now() - t0, std::chrono::milliseconds(500)) << when;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+      EXPECT_TRUE(w->Wait().ok()) << when;
+    };
+    // Callers start everything: the worker's poll backs off to its longest.
+    for (int i = 0; i < 300; ++i) {
+      ASSERT_TRUE(c.AllReduce(buf.data(), buf.data(), 64, DType::kInt32, ReduceOp::kSum)
+                      ->Wait()
+                      .ok());
+    }
+    unwaited("after 300 waited operations");
+    // Nothing queued for a while: the worker parks; the next operation must wake it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    unwaited("after 100 ms without operations");
   });
 }
 
