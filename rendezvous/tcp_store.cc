@@ -14,6 +14,7 @@
 #include "base/auth_handshake.h"
 #include "base/env.h"
 #include "base/logging.h"
+#include "base/thread_name.h"
 
 namespace weft::rendezvous {
 namespace {
@@ -289,7 +290,10 @@ Result<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std::string&
   if (efd < 0) return ErrnoError("eventfd", errno);
   s->impl_->wake_fd.Reset(efd);
   s->port_ = l.port;
-  s->thread_ = std::thread([impl = s->impl_.get()] { impl->Run(); });
+  s->thread_ = std::thread([impl = s->impl_.get()] {
+    NameThisThread("weft-store");
+    impl->Run();
+  });
   return s;
 }
 

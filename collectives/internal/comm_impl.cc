@@ -12,6 +12,7 @@
 #include "base/host_identity.h"
 #include "base/logging.h"
 #include "base/recycling_allocator.h"
+#include "base/thread_name.h"
 
 namespace weft::collectives::internal {
 namespace {
@@ -659,7 +660,10 @@ void CommImpl::RefreshTuner() {
 }
 
 void CommImpl::StartWorker() {
-  worker_ = std::thread([this] { WorkerLoop(); });
+  worker_ = std::thread([this] {
+    NameThisThread("weft-worker");
+    WorkerLoop();
+  });
 }
 
 void CommImpl::Shutdown() {

@@ -41,6 +41,7 @@
 #include "base/env.h"
 #include "base/hmac.h"
 #include "base/logging.h"
+#include "base/thread_name.h"
 
 namespace weft::transport::mpi {
 namespace {
@@ -201,7 +202,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void StartThread() {
     std::lock_guard<std::mutex> lock(mu_);
     if (thread_.joinable() || stop_) return;
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([this] {
+      NameThisThread("weft-mpi");
+      Loop();
+    });
   }
 
   Result<RequestPtr> Post(bool send, int mpi_peer, void* buf, size_t size, uint64_t tag) {

@@ -33,6 +33,7 @@
 #include "base/logging.h"
 #include "base/recycling_allocator.h"
 #include "base/socket_util.h"
+#include "base/thread_name.h"
 #include "transport/shm/shm_ring.h"
 #include "transport/shm/shm_segment.h"
 
@@ -940,7 +941,10 @@ void Engine::MaybeWakePumpLocked() {
     return;
   }
   if (!pump_.joinable()) {
-    pump_ = std::thread([this] { PumpLoop(); });
+    pump_ = std::thread([this] {
+      NameThisThread("weft-shm");
+      PumpLoop();
+    });
   } else {
     pump_cv_.notify_one();
   }

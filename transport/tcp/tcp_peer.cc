@@ -137,6 +137,7 @@ Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag
   // Writing on the caller's thread saves small messages the hand-off to the progress thread
   // (tens of microseconds when it sleeps on another core); the rest of a large one goes there.
   if (PumpSends(kInlineSendBudget)) opt_.scheduler->Schedule(this);
+  if (error_.ok()) WantWriteLocked();
   return RequestPtr(std::move(req));
 }
 
@@ -183,7 +184,32 @@ bool TcpPeer::Service() {
 }
 
 uint32_t TcpPeer::EpollEvents() const {
-  return (armed_ ? EPOLLIN : 0u) | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  return (armed_ ? EPOLLIN : 0u) | (want_write_ ? EPOLLOUT : 0u) | EPOLLRDHUP | EPOLLET;
+}
+
+void TcpPeer::UpdateEpollLocked() {
+  // Re-registering reports readiness that already holds, so nothing that happened while an
+  // event was left out is missed.
+  epoll_event ev{};
+  ev.events = EpollEvents();
+  for (auto& s : sockets_) {
+    if (!s->fd.valid()) continue;
+    ev.data.ptr = static_cast<PollTarget*>(s.get());
+    epoll_ctl(opt_.epoll_fd, EPOLL_CTL_MOD, s->fd.get(), &ev);
+  }
+}
+
+void TcpPeer::WantWriteLocked() {
+  bool blocked = !send_queue_.empty();
+  for (auto& s : sockets_) blocked = blocked || (s->fd.valid() && s->out_op);
+  if (blocked == want_write_) return;
+  want_write_ = blocked;
+  if (!blocked) {
+    // Without EPOLLOUT nobody would hear that a socket which last hit EAGAIN has room again;
+    // the next write finds out (EAGAIN is cheap, and asks for EPOLLOUT again).
+    for (auto& s : sockets_) s->writable = s->fd.valid();
+  }
+  UpdateEpollLocked();
 }
 
 void TcpPeer::SetArmed(bool on) {
@@ -194,15 +220,7 @@ void TcpPeer::SetArmed(bool on) {
 void TcpPeer::SetArmedLocked(bool on) {
   if (armed_ == on) return;
   armed_ = on;
-  // Re-adding EPOLLIN reports data that is already waiting, so nothing that arrived unarmed is
-  // missed.
-  epoll_event ev{};
-  ev.events = EpollEvents();
-  for (auto& s : sockets_) {
-    if (!s->fd.valid()) continue;
-    ev.data.ptr = static_cast<PollTarget*>(s.get());
-    epoll_ctl(opt_.epoll_fd, EPOLL_CTL_MOD, s->fd.get(), &ev);
-  }
+  UpdateEpollLocked();
 }
 
 void TcpPeer::KeepArmedFor(const std::shared_ptr<TcpRequest>& recv) {
@@ -261,6 +279,7 @@ bool TcpPeer::ServiceLocked(bool all) {
     if (s->fd.valid() && s->readable) more = true;
   }
   if (PumpSends(kServiceBudget)) more = true;
+  if (error_.ok()) WantWriteLocked();
   return more && error_.ok();
 }
 

@@ -194,8 +194,12 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   void SetArmedLocked(bool on);
   // Records a pending receive; one of kPollModeMaxBytes or more arms the sockets until it is done.
   void KeepArmedFor(const std::shared_ptr<TcpRequest>& recv);
-  // The epoll events a socket is registered for, given armed_.
+  // The epoll events a socket is registered for, given armed_ and want_write_.
   uint32_t EpollEvents() const;
+  // Registers every socket for EpollEvents() again.
+  void UpdateEpollLocked();
+  // After writing: asks for EPOLLOUT exactly while sends wait for room (want_write_).
+  void WantWriteLocked();
 
   // All below run with mu_ held.
   // Reads every readable socket (all of them if `all`) and writes queued chunks; true when the
@@ -239,6 +243,10 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   // else, as a pipelined or ring algorithm does. Guarded by mu_, as is armed_.
   std::vector<std::shared_ptr<TcpRequest>> large_recvs_;
   bool armed_ = true;
+  // EPOLLOUT is registered only while sends wait for room in a socket: otherwise every
+  // acknowledgement that frees send-buffer space would wake the progress thread (edge-triggered
+  // EPOLLOUT fires on each), twice per round trip of a small message. Guarded by mu_.
+  bool want_write_ = false;
   std::atomic<int> spinners_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<int64_t> last_spin_end_ns_{0};  // Clock time, since its epoch

@@ -48,6 +48,7 @@
 #include "base/env.h"
 #include "base/logging.h"
 #include "base/socket_util.h"
+#include "base/thread_name.h"
 #include "transport/tcp/tcp_peer.h"
 #include "transport/tcp/tcp_request.h"
 
@@ -375,7 +376,10 @@ void TcpTransportImpl::Wake() {
 Status TcpTransportImpl::StartThreadLocked() {
   if (thread_started_) return Status::Ok();
   thread_started_ = true;
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("weft-tcp");
+    Run();
+  });
   return Status::Ok();
 }
 

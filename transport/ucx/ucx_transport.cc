@@ -52,6 +52,7 @@
 #include "base/logging.h"
 #include "base/recycling_allocator.h"
 #include "base/socket_util.h"
+#include "base/thread_name.h"
 #include "transport/ucx/ucx_request.h"
 #include "transport/ucx/ucx_wire.h"
 
@@ -491,7 +492,12 @@ Result<std::string> Core::Listen() {
   if (st != UCS_OK) return UnavailableError(who_ + ": ucp_worker_get_address: " + UcsText(st));
   address_ = ToHex(addr, len);
   ucp_worker_release_address(worker_, addr);
-  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  if (!thread_.joinable()) {
+    thread_ = std::thread([this] {
+      NameThisThread("weft-ucx");
+      Run();
+    });
+  }
   WEFT_LOG(INFO) << who_ << ": listening (worker address of " << len << " bytes)";
   return address_;
 }
@@ -523,7 +529,12 @@ Result<std::vector<Peer*>> Core::Connect(const std::vector<PeerInfo>& infos, Dea
     }
   }
   connect_started_ = true;
-  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  if (!thread_.joinable()) {
+    thread_ = std::thread([this] {
+      NameThisThread("weft-ucx");
+      Run();
+    });
+  }
 
   HelloMsg hello{};
   std::memcpy(hello.magic, kHelloMagic, sizeof(hello.magic));
