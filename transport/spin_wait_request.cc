@@ -26,6 +26,12 @@ std::string SpinWaitRequest::Describe() const {
          (kind_ == Kind::kSend ? "to" : "from") + " rank " + std::to_string(peer_);
 }
 
+bool SpinWaitRequest::Test() {
+  if (done()) return true;
+  if (std::shared_ptr<ProgressHook> hook = hook_.lock()) hook->PollOnce();
+  return done();
+}
+
 Status SpinWaitRequest::status() const {
   if (!done()) return Status(StatusCode::kUnknown, Describe() + " is still pending");
   return status_;

@@ -47,7 +47,10 @@ class SpinWaitRequest : public Request {
         hook_(std::move(hook)),
         spin_us_(spin_us) {}
 
-  bool Test() override { return done(); }
+  // Not done yet: first lets the engine move what is ready (without blocking), as a spinning
+  // Wait() would, so a caller that only tests still makes progress when the engine's own thread
+  // is not listening (poll mode).
+  bool Test() override;
   // DeadlineExceeded (naming the operation, size, tag and peer) while still pending.
   Status Wait(Deadline deadline) override;
   Status status() const override;
