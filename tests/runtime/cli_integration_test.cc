@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -97,15 +98,21 @@ TEST(Cli, RunLaunchesCheckedBenchOnEveryTransport) {
 TEST(Cli, UcxJobEndsWithoutUcxWarnings) {
   // With 4 ranks the peers' goodbyes reached each worker after its control receives were
   // cancelled, and UCP warned about every such message as the worker was destroyed ("unexpected
-  // tag-receive descriptor ... was not matched"), at the end of every run.
-  std::string out;
-  int rc = WaitFor(Spawn({Bin(), "run", "-n", "4", "--transport", "ucx", "--", Bin(), "bench",
-                          "allreduce", "-b", "8", "-e", "1M", "-f", "32", "-n", "3", "-w", "1"},
-                         {{"UCX_TLS", "tcp"}}),
-                   120000, &out);
-  EXPECT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("[rank 0] # Out of bounds values : 0 OK"), std::string::npos) << out;
-  EXPECT_EQ(out.find("WARN"), std::string::npos) << out;
+  // tag-receive descriptor ... was not matched"), at the end of every run; and a rank closing
+  // its own connections reported the peers' ends as failures ("UCX reports rank 0 failed:
+  // Endpoint timeout", in about one run in four). Several runs, since the second was a race.
+  for (int run = 0; run < 4; ++run) {
+    std::string out;
+    int rc = WaitFor(Spawn({Bin(), "run", "-n", "4", "--transport", "ucx", "--", Bin(), "bench",
+                            "allreduce", "-b", "8", "-e", "64K", "-f", "64", "-n", "5", "-w",
+                            "1"},
+                           {{"UCX_TLS", "tcp"}}),
+                     120000, &out);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find("[rank 0] # Out of bounds values : 0 OK"), std::string::npos) << out;
+    EXPECT_EQ(out.find("WARN"), std::string::npos) << out;                  // UCX's own
+    EXPECT_FALSE(std::regex_search(out, std::regex(R"(weft\[\d+\] W )"))) << out;  // weft's
+  }
 }
 #endif
 
