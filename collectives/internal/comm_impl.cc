@@ -36,8 +36,9 @@ WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
 WEFT_ENV_KNOB(kRdMaxKnob, "WEFT_ALGO_RD_MAX_BYTES", "64K",
               "largest all-reduce the tuner gives to recursive doubling");
 WEFT_ENV_KNOB(kRabMaxKnob, "WEFT_ALGO_RAB_MAX_BYTES", "4M",
-              "largest all-reduce the tuner gives to Rabenseifner (above WEFT_ALGO_RD_MAX_BYTES, "
-              "more than 2 ranks, no link model); larger ones take the ring; 0: never");
+              "largest all-reduce the tuner gives to Rabenseifner (above WEFT_ALGO_RD_MAX_BYTES, on "
+              "a power-of-two number of ranks above 2; with probed links, the largest it "
+              "weighs it for); larger ones take the ring; 0: never");
 WEFT_ENV_KNOB(kJobIdKnob, "WEFT_JOB_ID", "", "job id (set by launchers; else made by rank 0)");
 WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",
               "per-job secret authenticating every connection (set by launchers; else made by "
@@ -922,9 +923,8 @@ void CommImpl::WorkerLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     if (park) {
       // Bounded only so that a lost wake-up could never strand a queued operation for long.
-      while (parked_.load(std::memory_order_seq_cst) && !stop_.load()) {
+      if (parked_.load(std::memory_order_seq_cst) && !stop_.load()) {
         cv_.wait_for(lock, std::chrono::seconds(1));
-        if (parked_.load(std::memory_order_seq_cst)) break;
       }
       parked_.store(false, std::memory_order_relaxed);
       poll = base;

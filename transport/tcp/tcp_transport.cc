@@ -738,9 +738,10 @@ void TcpTransportImpl::Run() {
 // collectives; after kPollModeQuiet without one, data nobody spins for (an unexpected message, a
 // receive nobody waits on yet, a peer's failure notice) must reach this thread again. It looks
 // every kPollModeQuiet / 2 while a peer is unarmed. Each look takes a core from a rank for a
-// moment: at once a millisecond it was the p99 of the 8-byte all-reduce over tcp (2 ranks: 28-31
-// us, 10-12 us with looks 20 ms apart; Open MPI 13-26 us). Connection loss is reported by epoll
-// whether armed or not, and Test() drives the peer itself, as Wait() does.
+// moment: at once a millisecond (2 ms quiet) it was the p99 of the 8-byte all-reduce over tcp
+// (2 ranks, 4 interleaved pairs: 35 us, 23-25 us in 3 of them with this; 10-12 us with looks
+// 20 ms apart; Open MPI 13-26 us). Connection loss is reported by epoll whether armed or not,
+// and Test() drives the peer itself, as Wait() does.
 constexpr auto kPollModeQuiet = std::chrono::milliseconds(10);
 
 void TcpTransportImpl::RearmQuietPeers() {
