@@ -39,6 +39,9 @@ constexpr size_t kInlineSendBudget = 4 << 20;
 // 4 MiB level (-6%, +5%, -2%). Larger pieces of a ring still stream in on the progress thread
 // while the caller reduces the previous one (4 ranks, 64 MiB: 116-120 ms so, 120-138 without).
 constexpr size_t kPollModeMaxBytes = 512 << 10;
+// A waiter's poll reads sockets other than socket 0 once in this many polls while no message is
+// under way (TcpPeer::ServiceLocked).
+constexpr uint64_t kSparePollEvery = 8;
 // Anything larger is a corrupt header, not a message.
 constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 44;
 
@@ -277,8 +280,17 @@ void TcpPeer::PollOnce() {
 bool TcpPeer::ServiceLocked(bool all) {
   if (!error_.ok()) return false;
   bool more = false;
+  // A waiter's poll (all): small messages travel on socket 0 whenever it is free, so while no
+  // message is under way the other sockets are read only every kSparePollEvery polls, sparing
+  // a recv() that finds nothing (2 ranks, 8 B all-reduce, 6 interleaved pairs: p50 7.50-8.26 ->
+  // 6.79-6.90 us). Sockets epoll reported readable, or in the middle of a chunk, are read.
+  const bool spare_all = !messages_.empty() || (++polls_ % kSparePollEvery) == 0;
   for (auto& s : sockets_) {
     if (!s->fd.valid() || !(all || s->readable)) continue;
+    if (all && s->index > 0 && !spare_all && !s->readable && !s->in_payload &&
+        s->staged_end == s->staged_begin) {
+      continue;
+    }
     if (ReadSocket(*s, kServiceBudget)) s->readable = true;
     if (!error_.ok()) return false;
     if (s->fd.valid() && s->readable) more = true;

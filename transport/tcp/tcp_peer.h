@@ -234,6 +234,7 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   std::mutex mu_;
   std::vector<std::unique_ptr<PeerSocket>> sockets_;
   int open_sockets_ = 0;
+  uint64_t polls_ = 0;  // waiters' polls (ServiceLocked with all), for the spare sockets' turn
   // Poll mode. While waiters spin on this peer they read its sockets themselves, and a wake-up of
   // the progress thread for the same data would only compete with them for the lock and the
   // core; so the sockets are registered without EPOLLIN (still EPOLLOUT, EPOLLRDHUP and errors)
