@@ -27,11 +27,12 @@ AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
     }
     return rd <= ring ? AllReduceAlgo::kRecursiveDoubling : AllReduceAlgo::kRing;
   }
-  // Below rd_max_bytes the log2(n) latency terms of recursive doubling beat the ring's 2(n-1);
-  // above it the (n-1)/n bytes per step of Rabenseifner and the ring win, Rabenseifner with
-  // 2 log2(n) steps to the ring's 2(n-1) up to rab_max_bytes.
+  // Small vectors: the log2(n) latency terms of recursive doubling beat the ring's 2(n-1). Above
+  // that the (n-1)/n bytes per step of Rabenseifner and the ring win, Rabenseifner with 2 log2(n)
+  // steps to the ring's 2(n-1), from rab_min_bytes (where it takes over from recursive doubling
+  // on the ranks it serves) up to rab_max_bytes.
+  if (UsesRabenseifner(in) && in.bytes > in.rab_min_bytes) return AllReduceAlgo::kRabenseifner;
   if (in.bytes <= in.rd_max_bytes) return AllReduceAlgo::kRecursiveDoubling;
-  if (UsesRabenseifner(in)) return AllReduceAlgo::kRabenseifner;
   return AllReduceAlgo::kRing;
 }
 
@@ -41,7 +42,9 @@ bool UsesRabenseifner(const TunerInput& in) {
   // beats both the ring and recursive doubling (n = 5..7: it beats recursive doubling only where
   // N·β > 4α and the ring only where N·β < 3.4α), and measured, 3 ranks over tcp, the ring was
   // faster from 64 KiB to 16 MiB. 4 ranks: Rabenseifner 10-30% faster than the ring from 128 KiB
-  // to 4 MiB, level at 8 MiB, slower at 16 MiB, where the ring's deeper pipeline tells.
+  // to 4 MiB, level at 8 MiB, slower at 16 MiB, where the ring's deeper pipeline tells; against
+  // recursive doubling (6 interleaved runs, medians) 8 KiB 88 vs 68 us, 16 and 32 KiB level,
+  // 64 KiB 129 vs 198 us: hence rab_min_bytes 32 KiB.
   const bool power_of_two = (in.world_size & (in.world_size - 1)) == 0;
   return in.world_size > 2 && power_of_two && in.bytes <= in.rab_max_bytes;
 }
@@ -129,12 +132,15 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
     return name + buf;
   }
   std::string lim = "WEFT_ALGO_RD_MAX_BYTES (" + std::to_string(in.rd_max_bytes) + ")";
+  const std::string rab_min =
+      "WEFT_ALGO_RAB_MIN_BYTES (" + std::to_string(in.rab_min_bytes) + ")";
   if (a == AllReduceAlgo::kRecursiveDoubling) {
-    return name + ": " + b + " <= " + lim + ", so the log2(n) latency terms of recursive "
-                                            "doubling beat the ring's 2(n-1)";
+    return name + ": " + b + " <= " + (UsesRabenseifner(in) ? rab_min : lim) +
+           ", so the log2(n) latency terms of recursive doubling beat the ring's 2(n-1)" +
+           (UsesRabenseifner(in) ? " and Rabenseifner's 2 log2(n)" : "");
   }
   if (a == AllReduceAlgo::kRabenseifner) {
-    return name + ": " + lim + " < " + b + " <= WEFT_ALGO_RAB_MAX_BYTES (" +
+    return name + ": " + rab_min + " < " + b + " <= WEFT_ALGO_RAB_MAX_BYTES (" +
            std::to_string(in.rab_max_bytes) +
            "), so recursive halving and doubling: the ring's 2(n-1)/n bytes per rank in "
            "2 log2(n) steps instead of 2(n-1)";

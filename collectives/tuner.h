@@ -29,7 +29,9 @@ struct TunerInput {
   // communicator's option: building the input copies nothing, it is made per operation)
   std::string_view forced;
   size_t rd_max_bytes = 64 << 10;
-  // Above rd_max_bytes and up to this, with more than 2 ranks, Rabenseifner; 0: never.
+  // Rabenseifner above rab_min_bytes and up to rab_max_bytes, on a power-of-two number of ranks
+  // above 2 (taking over from recursive doubling there); rab_max_bytes 0: never.
+  size_t rab_min_bytes = 32 << 10;
   size_t rab_max_bytes = 4 << 20;
   bool local_arena = false;  // all ranks on one host with a shared-memory arena
   bool hierarchical = false;  // ranks spread evenly over several hosts

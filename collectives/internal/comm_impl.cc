@@ -35,6 +35,9 @@ WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
               "flat too");
 WEFT_ENV_KNOB(kRdMaxKnob, "WEFT_ALGO_RD_MAX_BYTES", "64K",
               "largest all-reduce the tuner gives to recursive doubling");
+WEFT_ENV_KNOB(kRabMinKnob, "WEFT_ALGO_RAB_MIN_BYTES", "32K",
+              "on a power-of-two number of ranks above 2, all-reduces above this go to "
+              "Rabenseifner instead of recursive doubling (up to WEFT_ALGO_RAB_MAX_BYTES)");
 WEFT_ENV_KNOB(kRabMaxKnob, "WEFT_ALGO_RAB_MAX_BYTES", "4M",
               "largest all-reduce the tuner gives to Rabenseifner (above WEFT_ALGO_RD_MAX_BYTES, on "
               "a power-of-two number of ranks above 2; with probed links, the largest it "
@@ -160,6 +163,7 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                                 "shm_direct, shm_chunked or hierarchical");
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
+  o.rab_min_bytes = std::max<int64_t>(0, kRabMinKnob.GetBytes());
   o.rab_max_bytes = std::max<int64_t>(0, kRabMaxKnob.GetBytes());
   o.ring_max_chunks = static_cast<int>(std::max<int64_t>(0, kRingMaxChunksKnob.GetInt()));
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
@@ -647,6 +651,7 @@ void CommImpl::RefreshTuner() {
   in.world_size = size();
   in.forced = o.algorithm;
   in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
+  in.rab_min_bytes = static_cast<size_t>(o.rab_min_bytes);
   in.rab_max_bytes = static_cast<size_t>(o.rab_max_bytes);
   in.local_arena = arena_ != nullptr;
   in.hierarchical = hierarchy_ != nullptr;

@@ -42,6 +42,7 @@ struct ResolvedOptions {
   size_t chunk_bytes = 0;
   std::string algorithm;
   int64_t rd_max_bytes = 0;
+  int64_t rab_min_bytes = 0;
   int64_t rab_max_bytes = 0;
   int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;

@@ -15,20 +15,23 @@ TunerInput Input(int world, size_t bytes) {
   in.world_size = world;
   in.bytes = bytes;
   in.rd_max_bytes = 64 << 10;
+  in.rab_min_bytes = 32 << 10;
   in.rab_max_bytes = 4 << 20;
   return in;
 }
 
 TEST(Tuner, RabenseifnerBetweenRecursiveDoublingAndRingOnPowersOfTwo) {
   for (int world : {4, 8, 16}) {
-    EXPECT_EQ(ChooseAllReduce(Input(world, 64 << 10)), AllReduceAlgo::kRecursiveDoubling);
-    EXPECT_EQ(ChooseAllReduce(Input(world, (64 << 10) + 4)), AllReduceAlgo::kRabenseifner);
+    EXPECT_EQ(ChooseAllReduce(Input(world, 32 << 10)), AllReduceAlgo::kRecursiveDoubling);
+    EXPECT_EQ(ChooseAllReduce(Input(world, (32 << 10) + 4)), AllReduceAlgo::kRabenseifner);
+    EXPECT_EQ(ChooseAllReduce(Input(world, 64 << 10)), AllReduceAlgo::kRabenseifner);
     EXPECT_EQ(ChooseAllReduce(Input(world, 4 << 20)), AllReduceAlgo::kRabenseifner);
     EXPECT_EQ(ChooseAllReduce(Input(world, (4 << 20) + 4)), AllReduceAlgo::kRing);
   }
   // Two ranks: the same schedule as the ring, which pipelines deeper. Not a power of two: the
   // fold moves the vector twice more than the ring.
   for (int world : {2, 3, 6}) {
+    EXPECT_EQ(ChooseAllReduce(Input(world, 64 << 10)), AllReduceAlgo::kRecursiveDoubling) << world;
     EXPECT_EQ(ChooseAllReduce(Input(world, 1 << 20)), AllReduceAlgo::kRing) << world;
   }
   TunerInput off = Input(4, 1 << 20);
