@@ -210,13 +210,14 @@ void TcpPeer::UpdateEpollLocked() {
 void TcpPeer::WantWriteLocked() {
   bool blocked = !send_queue_.empty();
   for (auto& s : sockets_) blocked = blocked || (s->fd.valid() && s->out_op);
-  if (blocked == want_write_) return;
-  want_write_ = blocked;
   if (!blocked) {
-    // Without EPOLLOUT nobody would hear that a socket which last hit EAGAIN has room again;
-    // the next write finds out (EAGAIN is cheap, and asks for EPOLLOUT again).
+    // Without EPOLLOUT nobody would hear that a socket which last hit EAGAIN has room again
+    // (also when the message it was writing finished on another socket): the next write finds
+    // out (EAGAIN is cheap, and asks for EPOLLOUT again).
     for (auto& s : sockets_) s->writable = s->fd.valid();
   }
+  if (blocked == want_write_) return;
+  want_write_ = blocked;
   UpdateEpollLocked();
 }
 
