@@ -8,7 +8,7 @@
 //   it keeps, so after log2(p) steps it holds the reduced block new_rank. All-gather: the same
 //   pairs in the opposite order, each exchanging its whole range, so the ranges double back to
 //   the full vector. Finally each odd rank below 2r sends the result to its even partner.
-//   Each step's message is cut into pieces (chunk_bytes, at most ring_max_chunks of them) and
+//   Each step's message is cut into pieces as the ring cuts its blocks (PieceElems) and
 //   a piece is reduced as soon as it lands, while the next ones are still in flight.
 //   Cost: 2·log2(p)·α + 2·(p-1)/p·N·β + (p-1)/p·N·γ, plus 2·(α + N·β) + N·γ for the fold when
 //   r > 0.
@@ -26,7 +26,7 @@ namespace {
 constexpr int kFoldInStep = 0;
 constexpr int kFoldOutStep = 64;
 
-// Elements [begin, end) of the vector covered by blocks [lo, hi).
+// The elements of the vector covered by blocks [lo, hi): `count` of them from `begin`.
 struct Span {
   size_t begin = 0;
   size_t count = 0;
@@ -37,13 +37,6 @@ Span SpanOf(const std::vector<internal::Block>& blocks, int lo, int hi) {
   return Span{begin, blocks[hi - 1].offset + blocks[hi - 1].count - begin};
 }
 
-// Piece size in elements for a step moving `count` elements: every rank computes the same.
-size_t PieceElems(OpContext& ctx, size_t esize, size_t count) {
-  size_t piece = std::max<size_t>(1, ctx.chunk_bytes() / esize);
-  const size_t max_pieces = static_cast<size_t>(std::max(1, ctx.ring_max_chunks()));
-  return std::max(piece, (count + max_pieces - 1) / max_pieces);
-}
-
 // One exchange with `partner`: sends `out` (read from `src`) and receives `in`, each as pieces;
 // with `reduce` a received piece lands in tmp and is reduced into acc (acc = src op tmp) as soon
 // as it arrives, else it lands in acc. Spans are in elements; an empty span sends or receives
@@ -52,8 +45,8 @@ Status Exchange(OpContext& ctx, int partner, int step, const uint8_t* src, uint8
                 uint8_t* tmp, Span out, Span in, DType dtype, ReduceOp op, bool reduce,
                 std::vector<Pending>& recvs, std::vector<Pending>& sends) {
   const size_t es = DTypeSize(dtype);
-  const size_t piece_in = PieceElems(ctx, es, in.count);
-  const size_t piece_out = PieceElems(ctx, es, out.count);
+  const size_t piece_in = internal::PieceElems(ctx, es, in.count);
+  const size_t piece_out = internal::PieceElems(ctx, es, out.count);
   recvs.clear();
   sends.clear();
   for (size_t off = 0; off < in.count; off += piece_in) {

@@ -7,18 +7,10 @@
 namespace weft::collectives::internal {
 namespace {
 
-// The pipeline piece for these blocks: chunk_bytes(), or more where the largest block would be
-// cut into more than ring_max_chunks() pieces. A function of the blocks only, so every rank cuts
-// alike (a piece is a message; sender and receiver must agree on its size).
-size_t ChunkElems(OpContext& ctx, size_t esize, const std::vector<Block>& blocks) {
-  size_t chunk = std::max<size_t>(1, ctx.chunk_bytes() / esize);
-  const size_t max_chunks = static_cast<size_t>(ctx.ring_max_chunks());
-  if (max_chunks > 0) {
-    size_t max_block = 0;
-    for (const auto& b : blocks) max_block = std::max(max_block, b.count);
-    chunk = std::max(chunk, (max_block + max_chunks - 1) / max_chunks);
-  }
-  return chunk;
+size_t LargestBlock(const std::vector<Block>& blocks) {
+  size_t largest = 0;
+  for (const auto& b : blocks) largest = std::max(largest, b.count);
+  return largest;
 }
 
 // The chunks of a block: [start, len) pairs in elements relative to the block.
@@ -28,6 +20,13 @@ void ForEachChunk(const Block& b, size_t chunk, F&& f) {
 }
 
 }  // namespace
+
+size_t PieceElems(OpContext& ctx, size_t esize, size_t largest) {
+  size_t piece = std::max<size_t>(1, ctx.chunk_bytes() / esize);
+  const size_t max_pieces = static_cast<size_t>(ctx.ring_max_chunks());
+  if (max_pieces > 0) piece = std::max(piece, (largest + max_pieces - 1) / max_pieces);
+  return piece;
+}
 
 std::vector<Block> EvenBlocks(size_t count, int n) {
   std::vector<Block> out(n);
@@ -52,9 +51,8 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
   const int n = ctx.size(), rank = ctx.rank();
   const int right = Mod(rank + 1, n), left = Mod(rank - 1, n);
   const size_t es = DTypeSize(dtype);
-  const size_t chunk = ChunkElems(ctx, es, blocks);
-  size_t max_block = 0;
-  for (const auto& b : blocks) max_block = std::max(max_block, b.count);
+  const size_t max_block = LargestBlock(blocks);
+  const size_t chunk = PieceElems(ctx, es, max_block);
   uint8_t* scratch[2] = {ctx.Scratch(max_block * es, 0), ctx.Scratch(max_block * es, 1)};
 
   std::vector<Pending> sends;
@@ -118,7 +116,7 @@ Status RingAllGather(OpContext& ctx, uint8_t* buf, const std::vector<Block>& blo
   const int n = ctx.size(), rank = ctx.rank();
   const int right = Mod(rank + 1, n), left = Mod(rank - 1, n);
   const size_t es = DTypeSize(dtype);
-  const size_t chunk = ChunkElems(ctx, es, blocks);
+  const size_t chunk = PieceElems(ctx, es, LargestBlock(blocks));
   std::vector<std::vector<Pending>> recvs(n > 1 ? n - 1 : 0);
   std::vector<Pending> sends;
   for (int t = 0; t <= n - 2; ++t) {

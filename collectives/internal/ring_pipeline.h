@@ -20,6 +20,12 @@ struct Block {
   size_t count = 0;
 };
 
+// The pipeline piece, in elements, for messages of up to `largest` elements: chunk_bytes(), or
+// more where `largest` would be cut into more than ring_max_chunks() pieces (0: no limit). A
+// function of sizes every rank knows, so all cut alike (a piece is a message; sender and
+// receiver must agree on its size). Used by the ring halves below and by Rabenseifner's steps.
+size_t PieceElems(OpContext& ctx, size_t esize, size_t largest);
+
 // n blocks of `count` elements, sizes differing by at most one.
 std::vector<Block> EvenBlocks(size_t count, int n);
 // n blocks of exactly `per_block` elements each.
