@@ -145,7 +145,6 @@ Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag
   // Writing on the caller's thread saves small messages the hand-off to the progress thread
   // (tens of microseconds when it sleeps on another core); the rest of a large one goes there.
   if (PumpSends(kInlineSendBudget)) opt_.scheduler->Schedule(this);
-  if (error_.ok()) WantWriteLocked();
   return RequestPtr(std::move(req));
 }
 
@@ -297,7 +296,6 @@ bool TcpPeer::ServiceLocked(bool all) {
     if (s->fd.valid() && s->readable) more = true;
   }
   if (PumpSends(kServiceBudget)) more = true;
-  if (error_.ok()) WantWriteLocked();
   return more && error_.ok();
 }
 
@@ -326,9 +324,15 @@ void TcpPeer::ChunkWritten(PeerSocket& s) {
   if (--op->chunks_in_flight == 0 && op->fully_assigned) op->req->Complete(Status::Ok());
 }
 
+bool TcpPeer::PumpSends(size_t budget) {
+  const bool more = WriteChunks(budget);
+  if (error_.ok()) WantWriteLocked();
+  return more;
+}
+
 // Dynamic striping: each writable socket takes the next chunk from the queue as soon as it has
 // finished its previous one, so a socket that stalls holds up only the chunk it is writing.
-bool TcpPeer::PumpSends(size_t budget) {
+bool TcpPeer::WriteChunks(size_t budget) {
   constexpr size_t kHeader = sizeof(ChunkHeader);
   size_t used = 0;
   bool progress = true;

@@ -198,14 +198,17 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   uint32_t EpollEvents() const;
   // Registers every socket for EpollEvents() again.
   void UpdateEpollLocked();
-  // After writing: asks for EPOLLOUT exactly while sends wait for room (want_write_).
+  // Asks for EPOLLOUT exactly while sends wait for room (want_write_); PumpSends calls it.
   void WantWriteLocked();
 
   // All below run with mu_ held.
   // Reads every readable socket (all of them if `all`) and writes queued chunks; true when the
   // budget ran out with work left.
   bool ServiceLocked(bool all);
+  // Writes queued chunks (WriteChunks), then registers EPOLLOUT exactly while a send still waits
+  // for room (WantWriteLocked); true when the budget ran out with sockets still writable.
   bool PumpSends(size_t budget);
+  bool WriteChunks(size_t budget);
   bool TakeChunk(PeerSocket& s);
   void ChunkWritten(PeerSocket& s);
   // True when it stopped for the budget with data possibly left.
