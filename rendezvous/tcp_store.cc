@@ -290,10 +290,7 @@ Result<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std::string&
   if (efd < 0) return ErrnoError("eventfd", errno);
   s->impl_->wake_fd.Reset(efd);
   s->port_ = l.port;
-  s->thread_ = std::thread([impl = s->impl_.get()] {
-    NameThisThread("weft-store");
-    impl->Run();
-  });
+  s->thread_ = NamedThread("weft-store", [impl = s->impl_.get()] { impl->Run(); });
   return s;
 }
 

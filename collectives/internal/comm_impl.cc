@@ -666,10 +666,7 @@ void CommImpl::RefreshTuner() {
 }
 
 void CommImpl::StartWorker() {
-  worker_ = std::thread([this] {
-    NameThisThread("weft-worker");
-    WorkerLoop();
-  });
+  worker_ = NamedThread("weft-worker", [this] { WorkerLoop(); });
 }
 
 void CommImpl::Shutdown() {

@@ -202,10 +202,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void StartThread() {
     std::lock_guard<std::mutex> lock(mu_);
     if (thread_.joinable() || stop_) return;
-    thread_ = std::thread([this] {
-      NameThisThread("weft-mpi");
-      Loop();
-    });
+    thread_ = NamedThread("weft-mpi", [this] { Loop(); });
   }
 
   Result<RequestPtr> Post(bool send, int mpi_peer, void* buf, size_t size, uint64_t tag) {

@@ -941,10 +941,7 @@ void Engine::MaybeWakePumpLocked() {
     return;
   }
   if (!pump_.joinable()) {
-    pump_ = std::thread([this] {
-      NameThisThread("weft-shm");
-      PumpLoop();
-    });
+    pump_ = NamedThread("weft-shm", [this] { PumpLoop(); });
   } else {
     pump_cv_.notify_one();
   }

@@ -376,10 +376,7 @@ void TcpTransportImpl::Wake() {
 Status TcpTransportImpl::StartThreadLocked() {
   if (thread_started_) return Status::Ok();
   thread_started_ = true;
-  thread_ = std::thread([this] {
-    NameThisThread("weft-tcp");
-    Run();
-  });
+  thread_ = NamedThread("weft-tcp", [this] { Run(); });
   return Status::Ok();
 }
 

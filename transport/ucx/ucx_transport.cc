@@ -500,12 +500,7 @@ Result<std::string> Core::Listen() {
   if (st != UCS_OK) return UnavailableError(who_ + ": ucp_worker_get_address: " + UcsText(st));
   address_ = ToHex(addr, len);
   ucp_worker_release_address(worker_, addr);
-  if (!thread_.joinable()) {
-    thread_ = std::thread([this] {
-      NameThisThread("weft-ucx");
-      Run();
-    });
-  }
+  if (!thread_.joinable()) thread_ = NamedThread("weft-ucx", [this] { Run(); });
   WEFT_LOG(INFO) << who_ << ": listening (worker address of " << len << " bytes)";
   return address_;
 }
@@ -537,12 +532,7 @@ Result<std::vector<Peer*>> Core::Connect(const std::vector<PeerInfo>& infos, Dea
     }
   }
   connect_started_ = true;
-  if (!thread_.joinable()) {
-    thread_ = std::thread([this] {
-      NameThisThread("weft-ucx");
-      Run();
-    });
-  }
+  if (!thread_.joinable()) thread_ = NamedThread("weft-ucx", [this] { Run(); });
 
   HelloMsg hello{};
   std::memcpy(hello.magic, kHelloMagic, sizeof(hello.magic));
