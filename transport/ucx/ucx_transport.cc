@@ -1322,12 +1322,12 @@ void Core::Run() {
         // only arming drains), and this thread would spin on it, holding mu_ against the
         // waiters and taking their core.
         ListenToEfd(false);
+        // Raised before sleepers_ is read: a waiter that goes to sleep after the read finds it
+        // raised and wakes us (EndSpin).
+        quiet_poll_.store(true, std::memory_order_seq_cst);
         const bool quiet = sleepers_.load(std::memory_order_seq_cst) == 0;
-        quiet_poll_.store(quiet, std::memory_order_seq_cst);
-        // A sleeper that came between the load and the store found quiet_poll_ false and did not
-        // wake us: look again.
-        if (quiet && sleepers_.load(std::memory_order_seq_cst) != 0) quiet_poll_.store(false);
-        timeout = quiet_poll_.load() ? kQuietPollMs : kActivePollMs;
+        if (!quiet) quiet_poll_.store(false, std::memory_order_relaxed);
+        timeout = quiet ? kQuietPollMs : kActivePollMs;
       } else {
         // Event mode: arm and sleep on the worker's fd.
         if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;  // more arrived: progress again
@@ -1500,9 +1500,9 @@ void Core::AbortLocked(const Status& why) {
     if (p->ep != nullptr) open.push_back(p.get());
   }
   cv_.notify_all();
-  Drain();
   // The control receives stay posted while the endpoints close, so the peers' goodbyes that
-  // arrive meanwhile are still read (GracefulClose skips the flush towards those).
+  // arrive meanwhile are still read (GracefulClose skips the flush towards those; it begins by
+  // handling what is pending).
   GracefulClose(open, Orderly(why));
   for (Op* b : bounces_) {
     if (b->ucp_reqs[0] != nullptr) ucp_request_cancel(worker_, b->ucp_reqs[0]);
@@ -1514,7 +1514,6 @@ void Core::AbortPeer(Peer* peer, const Status& why) {
   std::lock_guard<std::mutex> lock(mu_);
   if (shutdown_ || peer->aborted) return;
   FailPeer(peer, why, /*keep_arrived=*/false);
-  Drain();
   GracefulClose({peer}, Orderly(why));
 }
 
