@@ -56,22 +56,32 @@ double PredictRingUs(const TunerInput& in) {
   return 2 * (n - 1) * (in.alpha_us + in.beta_us_per_byte * static_cast<double>(in.bytes) / n);
 }
 
-double PredictRecursiveDoublingUs(const TunerInput& in) {
-  int p = 1, steps = 0;
-  while (p * 2 <= in.world_size) {
+namespace {
+
+// The largest power of two p <= n, and log2(p): the ranks recursive doubling and Rabenseifner
+// pair up (the others fold in and out).
+int PowerOfTwoBelow(int n, int* log2p) {
+  int p = 1;
+  *log2p = 0;
+  while (p * 2 <= n) {
     p *= 2;
-    ++steps;
+    ++*log2p;
   }
+  return p;
+}
+
+}  // namespace
+
+double PredictRecursiveDoublingUs(const TunerInput& in) {
+  int steps = 0;
+  const int p = PowerOfTwoBelow(in.world_size, &steps);
   if (p < in.world_size) steps += 2;  // the fold-in and fold-out of the ranks beyond p
   return steps * (in.alpha_us + in.beta_us_per_byte * static_cast<double>(in.bytes));
 }
 
 double PredictRabenseifnerUs(const TunerInput& in) {
-  int p = 1, steps = 0;
-  while (p * 2 <= in.world_size) {
-    p *= 2;
-    ++steps;
-  }
+  int steps = 0;
+  const int p = PowerOfTwoBelow(in.world_size, &steps);
   if (p <= 1) return 0;
   const double bytes = static_cast<double>(in.bytes);
   // log2(p) halving steps and as many doubling steps, (p-1)/p of the vector each way.

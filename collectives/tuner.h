@@ -25,8 +25,8 @@ struct TunerInput {
   size_t bytes = 0;
   int world_size = 1;
   // "", "ring", "recursive_doubling", "rabenseifner", "shm_direct", "shm_chunked", "hierarchical"
-  // (a view of the
-  // communicator's option: building the input copies nothing, it is made per operation)
+  // (a view of the communicator's option: building the input copies nothing, it is made per
+  // operation)
   std::string_view forced;
   size_t rd_max_bytes = 64 << 10;
   // Rabenseifner above rab_min_bytes and up to rab_max_bytes, on a power-of-two number of ranks

@@ -512,7 +512,7 @@ int BenchCommand(const std::vector<std::string>& args) {
                            o.collective == "scatter")
                             ? count * n * static_cast<int64_t>(es)
                             : count * static_cast<int64_t>(es);
-    auto oop = runner.Measure(count, o.latency && o.in_place);
+    auto oop = runner.Measure(count, o.in_place);  // ParseArgs: --in-place only with --latency
     if (o.explain && lead) {
       std::string peers;
       for (int p = 0; p < n; ++p) {
@@ -547,7 +547,7 @@ int BenchCommand(const std::vector<std::string>& args) {
       std::printf("{\"lib\":\"weft\",\"algo\":\"%s\",\"mode\":\"%s\",\"in_place\":%s,"
                   "\"p50_us\":%.3f,\"p99_us\":%.3f,\"busbw\":%.4f,",
                   algo.c_str(), o.latency ? "latency" : "throughput",
-                  o.latency && o.in_place ? "true" : "false", oop.us, oop.p99_us,
+                  o.in_place ? "true" : "false", oop.us, oop.p99_us,
                   algbw(oop.us) * f);
       std::printf("\"collective\":\"%s\",\"ranks\":%d,\"size\":%lld,\"count\":%lld,\"type\":\"%s\","
                   "\"redop\":\"%s\",\"root\":%d,\"oop_us\":%.3f,\"oop_algbw\":%.4f,\"oop_busbw\":%.4f,"

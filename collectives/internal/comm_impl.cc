@@ -39,8 +39,8 @@ WEFT_ENV_KNOB(kRabMinKnob, "WEFT_ALGO_RAB_MIN_BYTES", "32K",
               "on a power-of-two number of ranks above 2, all-reduces above this go to "
               "Rabenseifner instead of recursive doubling (up to WEFT_ALGO_RAB_MAX_BYTES)");
 WEFT_ENV_KNOB(kRabMaxKnob, "WEFT_ALGO_RAB_MAX_BYTES", "4M",
-              "largest all-reduce the tuner gives to Rabenseifner (above WEFT_ALGO_RD_MAX_BYTES, on "
-              "a power-of-two number of ranks above 2; with probed links, the largest it "
+              "largest all-reduce the tuner gives to Rabenseifner (from WEFT_ALGO_RAB_MIN_BYTES, "
+              "on a power-of-two number of ranks above 2; with probed links, the largest it "
               "weighs it for); larger ones take the ring; 0: never");
 WEFT_ENV_KNOB(kJobIdKnob, "WEFT_JOB_ID", "", "job id (set by launchers; else made by rank 0)");
 WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",

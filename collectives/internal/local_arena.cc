@@ -193,9 +193,10 @@ void LocalArena::ReportSlotCopy(SlotUse use, size_t bytes, bool streaming, doubl
   if (now != st.streaming) {
     st.streaming = now;
     WEFT_LOG(DEBUG) << "shm arena rank " << rank_ << ": " << kUse[static_cast<int>(use)]
-                    << "s of " << bytes << " bytes now copy into the slots with " << (now ? "streaming" : "ordinary")
-                    << " stores (ordinary " << st.ns_per_byte[0] * 1e6 << " ns/MB, streaming "
-                    << st.ns_per_byte[1] * 1e6 << " ns/MB)";
+                    << "s of " << bytes << " bytes now copy into the slots with "
+                    << (now ? "streaming" : "ordinary") << " stores (ordinary "
+                    << st.ns_per_byte[0] * 1e6 << " ns/MB, streaming " << st.ns_per_byte[1] * 1e6
+                    << " ns/MB)";
   }
 }
 

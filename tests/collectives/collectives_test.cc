@@ -53,7 +53,7 @@ TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
   CommOptions rab = ring;
   rab.algorithm = "rabenseifner";
   std::atomic<int> failures{0};
-  RunRanks(n, {ring, rd, tuned, rab}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
+  auto body = [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
     if (GetParam().transport == "shm" && n > 1) {
       // The tuned communicator must really take the intra-host arena paths.
       EXPECT_EQ(comms[2]->AllReduceAlgorithmFor(17, DType::kFloat32), "shm_direct");
@@ -189,7 +189,8 @@ TEST_P(CollectivesMatrix, AllCollectivesMatchTheReference) {
     run(comms[1]->Barrier(), "barrier");
     run(comms[2]->Barrier(), "barrier");
     EXPECT_TRUE(comms[0]->GetAsyncError().ok());
-  });
+  };
+  RunRanks(n, {ring, rd, tuned, rab}, body);
   EXPECT_EQ(failures.load(), 0);
 }
 
