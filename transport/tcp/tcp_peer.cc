@@ -284,10 +284,10 @@ bool TcpPeer::ServiceLocked(bool all) {
   // message is under way the other sockets are read only every kSparePollEvery polls, sparing
   // a recv() that finds nothing (2 ranks, 8 B all-reduce, 6 interleaved pairs: p50 7.50-8.26 ->
   // 6.79-6.90 us). Sockets epoll reported readable, or in the middle of a chunk, are read.
-  const bool spare_all = !messages_.empty() || (++polls_ % kSparePollEvery) == 0;
+  const bool skip_spares = all && messages_.empty() && (++polls_ % kSparePollEvery) != 0;
   for (auto& s : sockets_) {
     if (!s->fd.valid() || !(all || s->readable)) continue;
-    if (all && s->index > 0 && !spare_all && !s->readable && !s->in_payload &&
+    if (skip_spares && s->index > 0 && !s->readable && !s->in_payload &&
         s->staged_end == s->staged_begin) {
       continue;
     }
