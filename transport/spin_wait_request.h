@@ -51,6 +51,7 @@ class SpinWaitRequest : public Request {
   // Wait() would, so a caller that only tests still makes progress when the engine's own thread
   // is not listening (poll mode).
   bool Test() override;
+  bool Done() const override { return done(); }
   // DeadlineExceeded (naming the operation, size, tag and peer) while still pending.
   Status Wait(Deadline deadline) override;
   Status status() const override;

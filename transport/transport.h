@@ -66,6 +66,9 @@ class Request {
   virtual ~Request() = default;
   // True once complete (successfully or not); makes progress under kCallerDriven.
   virtual bool Test() = 0;
+  // True once complete, as Test(), but only looks: drives no progress, so it costs next to
+  // nothing (for a caller about to Wait() anyway, which would poll itself).
+  virtual bool Done() const = 0;
   // Waits until complete or the deadline. Returns the request's status when complete,
   // DeadlineExceeded while it is still pending (it stays posted and may be waited on again).
   // Completion errors name the peer and transport: "rank 3 (shm) exited", "message of 12 bytes

@@ -534,6 +534,13 @@ Status OpContext::FailureOf(const Pending& p, const Status& s) {
 }
 
 Status OpContext::Wait(Pending& p) {
+  // Already complete (as a small send usually is when PostSend returns): no deadline needed,
+  // which spares the two clock reads below (2 ranks, 8-byte all-reduce over UCX shared memory,
+  // 6 interleaved pairs: p50 0.60 -> 0.54-0.58 us).
+  if (p.req->Done()) {
+    Status s = p.req->status();
+    return s.ok() ? s : FailureOf(p, s);
+  }
   while (true) {
     Deadline slice = Deadline::AfterMs(kSliceMs).Min(deadline());
     Status s = p.req->Wait(slice);

@@ -194,9 +194,13 @@ TEST_P(TransportConformance, WaitTimesOutThenCompletes) {
   EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(90));
   EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(2000));
   EXPECT_FALSE((*r)->Test());
+  EXPECT_FALSE((*r)->Done());
   auto s = w.endpoints[0][1]->PostSend(out.data(), out.size(), 11);
   ASSERT_TRUE((*r)->Wait(Soon()).ok());
   ASSERT_TRUE((*s)->Wait(Soon()).ok());
+  // Done() only looks, and agrees with Test() once complete.
+  EXPECT_TRUE((*r)->Done());
+  EXPECT_TRUE((*s)->Done());
   EXPECT_EQ(in, out);
 }
 

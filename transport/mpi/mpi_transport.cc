@@ -102,6 +102,7 @@ class MpiRequest final : public Request {
   MpiRequest(bool send, int peer, uint64_t tag, size_t size, std::weak_ptr<Engine> engine)
       : send_(send), peer_(peer), tag_(tag), size_(size), engine_(std::move(engine)) {}
   bool Test() override;
+  bool Done() const override { return done(); }
   Status Wait(Deadline deadline) override;
   Status status() const override {
     std::lock_guard<std::mutex> lock(mu_);

@@ -97,6 +97,7 @@ class ShmRequest final : public Request {
         engine_(std::move(engine)) {}
 
   bool Test() override;
+  bool Done() const override { return done(); }
   Status Wait(Deadline deadline) override;
   Status status() const override {
     return done() ? status_ : FailedPreconditionError("shm: request still pending");
