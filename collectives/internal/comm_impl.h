@@ -207,10 +207,11 @@ class OpContext {
 
  private:
   Status FailureOf(const Pending& p, const Status& s);
-  // The operation's deadline, fixed on first use.
-  const Deadline& deadline() const {
+  // The operation's deadline, fixed on first use (from `now` where the caller has read the clock).
+  const Deadline& deadline(Clock::time_point now = Clock::time_point::min()) const {
     if (timeout_ms_ >= 0) {
-      deadline_ = Deadline::AfterMs(timeout_ms_);
+      if (now == Clock::time_point::min()) now = Clock::now();
+      deadline_ = Deadline::At(now + std::chrono::milliseconds(timeout_ms_));
       timeout_ms_ = -1;
     }
     return deadline_;
