@@ -18,8 +18,9 @@ struct LaunchOptions {
   bool prefix_output = true;           // "[rank N] " before each line
   int grace_ms = 5000;                 // SIGTERM -> SIGKILL grace when stopping the other ranks
   std::vector<std::string> extra_env;  // "K=V" added to every rank
-  // CPU binding: "core" pins rank r to the r-th allowed CPU (round-robin), "none" leaves the
-  // scheduler free, "auto" binds when the ranks fit the allowed CPUs (as mpirun does).
+  // CPU binding: "core" pins rank r to allowed CPU r mod #CPUs (round-robin), "none" leaves the
+  // kernel free; "auto" is "core" today, whether the ranks fit the CPUs (as mpirun binds) or
+  // outnumber them (where the kernel's own placement was measured uneven: launcher.cc).
   std::string bind = "auto";
 };
 

@@ -3,6 +3,7 @@
 // WEFT_RANK. Steps:
 //   env               print WEFT_*, PROBE_* and the torchrun variables as K=V, sorted
 //   pid               print "pid=<pid>"
+//   cpus              print "cpus=<c1,c2,...>": the CPUs this process may run on
 //   ready             print "ready"
 //   lines N           print N lines to stdout and N to stderr, each written in two pieces
 //   partial TEXT      print TEXT to stdout with no newline
@@ -14,6 +15,7 @@
 //                     "got SIGINT" and exits 130 (SIGTERM: "got SIGTERM", 143); else "no signal"
 //   barrier           meet the other ranks through the job's store (WEFT_STORE, WEFT_JOB_SECRET)
 //                     and print "barrier ok"
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -30,6 +32,18 @@
 extern char** environ;
 
 namespace {
+
+// "0,1": the CPUs sched_getaffinity allows this process, ascending.
+std::string AllowedCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return "error";
+  std::string out;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) out += (out.empty() ? "" : ",") + std::to_string(c);
+  }
+  return out;
+}
 
 volatile sig_atomic_t g_signal = 0;
 
@@ -154,6 +168,8 @@ int main(int argc, char** argv) {
       PrintEnv();
     } else if (step == "pid") {
       Say("pid=" + std::to_string(getpid()));
+    } else if (step == "cpus") {
+      Say("cpus=" + AllowedCpus());
     } else if (step == "ready") {
       Say("ready");
     } else if (step == "lines") {

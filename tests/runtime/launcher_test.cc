@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -235,6 +237,58 @@ TEST(Launcher, EveryRankGetsItsEnvironment) {
   EXPECT_EQ(stores.size(), 1u);
   EXPECT_EQ(secrets.size(), 1u);
   EXPECT_EQ(job_ids.size(), 1u);
+}
+
+// The CPUs this process may run on, as launcher_probe prints them ("0,1").
+std::vector<int> MyCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> out;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  }
+  return out;
+}
+
+std::string Join(const std::vector<int>& v) {
+  std::string out;
+  for (int c : v) out += (out.empty() ? "" : ",") + std::to_string(c);
+  return out;
+}
+
+// rank -> "cpus=..." value, from the probe's `cpus` step.
+std::map<int, std::string> CpusByRank(const std::string& out) {
+  std::map<int, std::string> by_rank;
+  std::regex re(R"(\[rank (\d+)\] cpus=(.*))");
+  for (const std::string& line : Lines(out)) {
+    std::smatch m;
+    if (std::regex_match(line, m, re)) by_rank[std::stoi(m[1])] = m[2];
+  }
+  return by_rank;
+}
+
+TEST(Launcher, AutoBindingSharesTheCpusRoundRobinEvenWhenRanksOutnumberThem) {
+  const std::vector<int> cpus = MyCpus();
+  ASSERT_FALSE(cpus.empty());
+  // More ranks than CPUs (and, on a larger machine, at least 4): each rank on one CPU, rank r on
+  // the (r mod #CPUs)-th, so the CPUs are evenly shared.
+  const int n = std::max<int>(4, static_cast<int>(cpus.size()) + 1);
+  for (const char* mode : {"auto", "core"}) {
+    WeftRun run(ProbeArgs({"-n", std::to_string(n), "--bind", mode}, {"cpus"}));
+    ASSERT_EQ(run.Wait(Deadline::AfterMs(20000)), 0) << run.err();
+    std::map<int, std::string> got = CpusByRank(run.out());
+    ASSERT_EQ(got.size(), static_cast<size_t>(n)) << run.out();
+    for (int r = 0; r < n; ++r) {
+      EXPECT_EQ(got[r], std::to_string(cpus[r % cpus.size()])) << mode << " rank " << r;
+    }
+  }
+  // none: every rank keeps the launcher's CPUs.
+  WeftRun free_run(ProbeArgs({"-n", std::to_string(n), "--bind", "none"}, {"cpus"}));
+  ASSERT_EQ(free_run.Wait(Deadline::AfterMs(20000)), 0) << free_run.err();
+  std::map<int, std::string> got = CpusByRank(free_run.out());
+  ASSERT_EQ(got.size(), static_cast<size_t>(n)) << free_run.out();
+  for (auto& [rank, list] : got) EXPECT_EQ(list, Join(cpus)) << "rank " << rank;
 }
 
 TEST(Launcher, RanksMeetThroughTheStore) {
