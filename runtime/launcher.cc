@@ -494,9 +494,10 @@ Status Launcher::Spawn(RankProcess& r, const rlimit& child_nofile) {
     // itself the kernel sometimes kept three of 4 ranks on one of 2 CPUs for 100 ms and more, and
     // every small collective then took about twice as long. Measured, 4 ranks on 2 CPUs,
     // all-reduce p50, 3 interleaved runs (bound / unbound): 8 B over shm 3 / 6-7 us, 2 MiB
-    // 601-762 / 775-995 us, over tcp 8 B 37-38 / 41-48 us (runs of the benchmark's shape, 100
-    // iterations a size: unbound, 20-34 of 80 sizes at 75-100 us, bound none); 16 and 64 MiB
-    // level. 8 ranks: shm 8 B 8 / 14-16 us, tcp 112-135 / 136-157 us.
+    // 601-762 / 775-995 us, over tcp 8 B 37-38 / 41-48 us; 16 and 64 MiB level. Runs of the
+    // benchmark's shape (8 runs of 10 sizes, 100 iterations each) over tcp: unbound 20-36 of the
+    // 80 sizes at 75-100 us in 4 such sets, bound 0 in 3. 8 ranks: shm 8 B 8 / 14-16 us, tcp
+    // 112-135 / 136-157 us.
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
     std::vector<int> cpus;
