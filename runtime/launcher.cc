@@ -490,14 +490,17 @@ Status Launcher::Spawn(RankProcess& r, const rlimit& child_nofile) {
   {
     // Binding keeps each rank on its own core, so ranks that spin on shared-memory flags never
     // queue behind each other on one core (mpirun binds to cores by default for the same reason).
-    // Where the ranks outnumber the CPUs, round-robin binding shares them out evenly: left to
-    // itself the kernel sometimes kept three of 4 ranks on one of 2 CPUs for 100 ms and more, and
-    // every small collective then took about twice as long. Measured, 4 ranks on 2 CPUs,
-    // all-reduce p50, 3 interleaved runs (bound / unbound): 8 B over shm 3 / 6-7 us, 2 MiB
+    // Where the ranks outnumber the CPUs by a whole multiple, round-robin binding shares them out
+    // evenly: left to itself the kernel sometimes kept three of 4 ranks on one of 2 CPUs for 100 ms
+    // and more, and every small collective then took about twice as long. Measured, 4 ranks on 2
+    // CPUs, all-reduce p50, 3 interleaved runs (bound / unbound): 8 B over shm 3 / 6-7 us, 2 MiB
     // 601-762 / 775-995 us, over tcp 8 B 37-38 / 41-48 us; 16 and 64 MiB level. Runs of the
-    // benchmark's shape (8 runs of 10 sizes, 100 iterations each) over tcp: unbound 20-36 of the
-    // 80 sizes at 75-100 us in 4 such sets, bound 0 in 3. 8 ranks: shm 8 B 8 / 14-16 us, tcp
-    // 112-135 / 136-157 us.
+    // benchmark's shape (8 runs of 10 sizes, 100 iterations each) over tcp: unbound 20-36 of the 80
+    // sizes at 75-100 us in 4 such sets, bound 0 in 3. 8 ranks: shm 8 B 8 / 14-16 us, tcp 112-135 /
+    // 136-157 us. Not where they do not divide evenly: 3 ranks on 2 CPUs bound 2 + 1 were faster
+    // for small messages (shm 8 B 4 / 5-6 us, tcp 22-24 / 27 us) but slower for large ones, the
+    // lone rank's CPU idling while the pair's is short (tcp 8 MiB 12.2-12.4 / 8.0-10.6 ms), so auto
+    // leaves those to the kernel.
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
     std::vector<int> cpus;
@@ -506,7 +509,10 @@ Status Launcher::Spawn(RankProcess& r, const rlimit& child_nofile) {
         if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
       }
     }
-    const bool bind = options_.bind == "core" || options_.bind == "auto";
+    const size_t n = static_cast<size_t>(options_.nprocs);
+    const bool bind = options_.bind == "core" ||
+                      (options_.bind == "auto" && !cpus.empty() &&
+                       (n <= cpus.size() || n % cpus.size() == 0));
     if (bind && !cpus.empty()) setup.cpu = cpus[r.rank % cpus.size()];
   }
 
@@ -819,7 +825,8 @@ void PrintUsage(FILE* out) {
       "                     WEFT_RUN_GRACE_MS)\n"
       "  --env K=V          add K=V to every rank's environment (repeatable)\n"
       "  --bind auto|core|none  pin rank r to allowed CPU r mod #CPUs (round-robin): auto\n"
-      "                     (default) and core do, none leaves placement to the kernel\n"
+      "                     (default) does when the ranks fit the CPUs or are a whole multiple\n"
+      "                     of them, core always, none never\n"
       "  -h, --help         this text\n",
       kMaxLaunchProcs, kRunGraceMs.default_value());
 }

@@ -19,8 +19,9 @@ struct LaunchOptions {
   int grace_ms = 5000;                 // SIGTERM -> SIGKILL grace when stopping the other ranks
   std::vector<std::string> extra_env;  // "K=V" added to every rank
   // CPU binding: "core" pins rank r to allowed CPU r mod #CPUs (round-robin), "none" leaves the
-  // kernel free; "auto" is "core" today, whether the ranks fit the CPUs (as mpirun binds) or
-  // outnumber them (where the kernel's own placement was measured uneven: launcher.cc).
+  // kernel free; "auto" binds as "core" where the ranks fit the CPUs (as mpirun binds) or are a
+  // whole multiple of them (the kernel's own placement was measured uneven there), and leaves
+  // other counts to the kernel (launcher.cc has the measurements).
   std::string bind = "auto";
 };
 

@@ -268,27 +268,58 @@ std::map<int, std::string> CpusByRank(const std::string& out) {
   return by_rank;
 }
 
-TEST(Launcher, AutoBindingSharesTheCpusRoundRobinEvenWhenRanksOutnumberThem) {
+// Restricts this process (and so the `weft run` it starts) to its first two allowed CPUs, or its
+// only one, for the life of the object; the binding rules depend on the count.
+class AtMostTwoCpus {
+ public:
+  AtMostTwoCpus() {
+    CPU_ZERO(&saved_);
+    ok_ = sched_getaffinity(0, sizeof(saved_), &saved_) == 0;
+    std::vector<int> all = MyCpus();
+    cpu_set_t two;
+    CPU_ZERO(&two);
+    for (size_t i = 0; i < all.size() && i < 2; ++i) CPU_SET(all[i], &two);
+    if (ok_) ok_ = sched_setaffinity(0, sizeof(two), &two) == 0;
+  }
+  ~AtMostTwoCpus() { sched_setaffinity(0, sizeof(saved_), &saved_); }
+  bool ok() const { return ok_; }
+
+ private:
+  cpu_set_t saved_;
+  bool ok_ = false;
+};
+
+// rank -> the CPUs it may run on, for `weft run -n n --bind mode` of the probe.
+std::map<int, std::string> RunCpus(int n, const char* mode) {
+  WeftRun run(ProbeArgs({"-n", std::to_string(n), "--bind", mode}, {"cpus"}));
+  EXPECT_EQ(run.Wait(Deadline::AfterMs(20000)), 0) << run.err();
+  std::map<int, std::string> got = CpusByRank(run.out());
+  EXPECT_EQ(got.size(), static_cast<size_t>(n)) << run.out();
+  return got;
+}
+
+TEST(Launcher, BindingRoundRobinWhereRanksFitOrDivideTheCpus) {
+  AtMostTwoCpus restrict_cpus;
+  ASSERT_TRUE(restrict_cpus.ok());
   const std::vector<int> cpus = MyCpus();
   ASSERT_FALSE(cpus.empty());
-  // More ranks than CPUs (and, on a larger machine, at least 4): each rank on one CPU, rank r on
-  // the (r mod #CPUs)-th, so the CPUs are evenly shared.
-  const int n = std::max<int>(4, static_cast<int>(cpus.size()) + 1);
-  for (const char* mode : {"auto", "core"}) {
-    WeftRun run(ProbeArgs({"-n", std::to_string(n), "--bind", mode}, {"cpus"}));
-    ASSERT_EQ(run.Wait(Deadline::AfterMs(20000)), 0) << run.err();
-    std::map<int, std::string> got = CpusByRank(run.out());
-    ASSERT_EQ(got.size(), static_cast<size_t>(n)) << run.out();
-    for (int r = 0; r < n; ++r) {
-      EXPECT_EQ(got[r], std::to_string(cpus[r % cpus.size()])) << mode << " rank " << r;
+  const int k = static_cast<int>(cpus.size());
+  auto bound = [&](const std::map<int, std::string>& got, const std::string& what) {
+    for (auto& [rank, list] : got) {
+      EXPECT_EQ(list, std::to_string(cpus[rank % k])) << what << " rank " << rank;
     }
-  }
-  // none: every rank keeps the launcher's CPUs.
-  WeftRun free_run(ProbeArgs({"-n", std::to_string(n), "--bind", "none"}, {"cpus"}));
-  ASSERT_EQ(free_run.Wait(Deadline::AfterMs(20000)), 0) << free_run.err();
-  std::map<int, std::string> got = CpusByRank(free_run.out());
-  ASSERT_EQ(got.size(), static_cast<size_t>(n)) << free_run.out();
-  for (auto& [rank, list] : got) EXPECT_EQ(list, Join(cpus)) << "rank " << rank;
+  };
+  auto free_of = [&](const std::map<int, std::string>& got, const std::string& what) {
+    for (auto& [rank, list] : got) EXPECT_EQ(list, Join(cpus)) << what << " rank " << rank;
+  };
+  // auto: bound round-robin when the ranks fit the CPUs or are a whole multiple of them (4 ranks
+  // on 2 CPUs: two on each), free otherwise (3 on 2 would be 2 + 1).
+  bound(RunCpus(k, "auto"), "auto, fit");
+  bound(RunCpus(2 * k, "auto"), "auto, twice");
+  if (k == 2) free_of(RunCpus(3, "auto"), "auto, 3 on 2");
+  // core: always bound; none: never.
+  bound(RunCpus(2 * k + 1, "core"), "core");
+  free_of(RunCpus(2 * k, "none"), "none");
 }
 
 TEST(Launcher, RanksMeetThroughTheStore) {
