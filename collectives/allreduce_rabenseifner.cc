@@ -62,15 +62,7 @@ Status Exchange(OpContext& ctx, int partner, int step, const uint8_t* src, uint8
     sends.push_back(p);
   }
   for (size_t i = 0; i < recvs.size(); ++i) {
-    Status st = ctx.Wait(recvs[i]);
-    if (!st.ok()) {
-      // Name every late peer, not only the first wait that expired.
-      if (st.code() == StatusCode::kDeadlineExceeded && st.message().empty()) {
-        recvs.erase(recvs.begin(), recvs.begin() + static_cast<std::ptrdiff_t>(i));
-        return ctx.WaitAll(recvs);
-      }
-      return st;
-    }
+    WEFT_RETURN_IF_ERROR(ctx.WaitAt(recvs, i));
     if (!reduce) continue;
     const size_t off = i * piece_in;
     const size_t at = (in.begin + off) * es;

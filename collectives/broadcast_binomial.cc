@@ -43,14 +43,7 @@ Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, siz
   for (size_t off = 0; off < bytes || (off == 0 && bytes == 0); off += chunk) {
     size_t len = std::min(chunk, bytes - off);
     if (v != 0) {
-      Status st = ctx.Wait(recvs[i]);
-      if (!st.ok()) {
-        if (st.code() == StatusCode::kDeadlineExceeded && st.message().empty()) {
-          std::vector<Pending> rest(recvs.begin() + i, recvs.end());
-          return ctx.WaitAll(rest);
-        }
-        return st;
-      }
+      WEFT_RETURN_IF_ERROR(ctx.WaitAt(recvs, i));
       ++i;
     }
     for (int c : children) {

@@ -558,6 +558,14 @@ Status OpContext::Wait(Pending& p) {
   }
 }
 
+Status OpContext::WaitAt(std::vector<Pending>& ps, size_t i) {
+  Status s = Wait(ps[i]);
+  // Wait's bare timeout is WaitAll's cue to name the late peers.
+  if (s.code() != StatusCode::kDeadlineExceeded || !s.message().empty()) return s;
+  ps.erase(ps.begin(), ps.begin() + static_cast<std::ptrdiff_t>(i));
+  return WaitAll(ps);
+}
+
 Status OpContext::WaitAll(std::vector<Pending>& ps) {
   for (size_t i = 0; i < ps.size(); ++i) {
     Status s = Wait(ps[i]);

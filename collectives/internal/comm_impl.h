@@ -157,6 +157,10 @@ class OpContext {
   Status Wait(Pending& p);
   // Waits for all, in order; on timeout names every peer still outstanding. Clears the vector.
   Status WaitAll(std::vector<Pending>& ps);
+  // Waits for ps[i], one of several an algorithm waits for in order, acting on each as it lands:
+  // a timeout names every peer still outstanding from ps[i] on (as WaitAll does), not only the
+  // first; the vector is then cleared.
+  Status WaitAt(std::vector<Pending>& ps, size_t i);
   // Grow-only scratch buffers owned by the communicator; `slot` picks one of kScratchSlots.
   static constexpr int kScratchSlots = 3;
   uint8_t* Scratch(size_t bytes, int slot);

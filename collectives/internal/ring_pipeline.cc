@@ -93,20 +93,13 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
     Status st;
     ForEachChunk(b, chunk, [&](size_t off, size_t len) {
       if (!st.ok()) return;
-      st = ctx.Wait(recvs[s & 1][i++]);
+      st = ctx.WaitAt(recvs[s & 1], i++);  // a timeout names every late peer of the step
       if (!st.ok()) return;
       size_t at = (b.offset + off) * es;
       ReduceInto(dtype, op, acc + at, in + at, scratch[s & 1] + off * es, len);
       if (s + 1 <= n - 2) st = post_send(s + 1, acc, b, off, len);
     });
-    if (!st.ok()) {
-      // Name every late peer, not only the first wait that expired.
-      if (st.code() == StatusCode::kDeadlineExceeded && st.message().empty()) {
-        recvs[s & 1].erase(recvs[s & 1].begin(), recvs[s & 1].begin() + (i - 1));
-        return ctx.WaitAll(recvs[s & 1]);
-      }
-      return st;
-    }
+    WEFT_RETURN_IF_ERROR(st);
   }
   return ctx.WaitAll(sends);
 }
@@ -147,19 +140,13 @@ Status RingAllGather(OpContext& ctx, uint8_t* buf, const std::vector<Block>& blo
     Status st;
     ForEachChunk(b, chunk, [&](size_t off, size_t len) {
       if (!st.ok()) return;
-      st = ctx.Wait(recvs[t][i++]);
+      st = ctx.WaitAt(recvs[t], i++);
       if (!st.ok() || t + 1 > n - 2) return;
       auto p = ctx.Send(right, buf + (b.offset + off) * es, len * es, step_base + t + 1);
       if (!p.ok()) st = p.status();
       else sends.push_back(*p);
     });
-    if (!st.ok()) {
-      if (st.code() == StatusCode::kDeadlineExceeded && st.message().empty()) {
-        recvs[t].erase(recvs[t].begin(), recvs[t].begin() + (i - 1));
-        return ctx.WaitAll(recvs[t]);
-      }
-      return st;
-    }
+    WEFT_RETURN_IF_ERROR(st);
   }
   return ctx.WaitAll(sends);
 }

@@ -161,6 +161,50 @@ TEST_P(CommApi, MismatchedCountsFailInsteadOfHanging) {
   });
 }
 
+TEST_P(CommApi, PipelinedWaitsThatTimeOutNameTheLatePeer) {
+  // Ring, Rabenseifner and the broadcast wait for their pieces one by one, acting on each as it
+  // lands (OpContext::WaitAt); when the operation's deadline passes, the error must still name
+  // the peer it waits for, as WaitAll's does. The last rank never joins.
+  struct Case {
+    const char* algo;  // all-reduce algorithm, or "" for a broadcast from the absent rank
+    int n;
+  };
+  for (const Case& k : {Case{"ring", 3}, Case{"rabenseifner", 4}, Case{"", 3}}) {
+    CommOptions o = SmallOptions(GetParam());
+    o.timeout_ms = 1500;
+    o.shm_coll = 0;  // the transports' pipelined paths, not the arena
+    if (*k.algo != 0) o.algorithm = k.algo;
+    const int absent = k.n - 1;
+    std::atomic<int> done{0};
+    RunRanks(k.n, {o}, [&](int rank, auto& comms) {
+      if (rank == absent) {
+        // Stays up (so nobody sees a lost connection) until the others have timed out.
+        Deadline d = Deadline::AfterMs(20000);
+        while (done.load() < k.n - 1 && !d.Expired()) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        return;
+      }
+      std::vector<float> buf(4096, 1.0f);  // 16 KiB: many 512-byte pieces per step
+      auto w = *k.algo != 0
+                   ? comms[0]->AllReduce(buf.data(), buf.data(), 4096, DType::kFloat32,
+                                         ReduceOp::kSum)
+                   : comms[0]->Broadcast(buf.data(), buf.data(), 4096, DType::kFloat32, absent);
+      ASSERT_TRUE(w.ok());
+      Status s = w->Wait();
+      done++;
+      const std::string what = std::string(*k.algo != 0 ? k.algo : "broadcast") + ", rank " +
+                               std::to_string(rank) + ": " + s.ToString();
+      // Its own timeout, or a peer's reported to it first (the failure is shared).
+      EXPECT_TRUE(s.code() == StatusCode::kDeadlineExceeded ||
+                  s.code() == StatusCode::kUnavailable)
+          << what;
+      EXPECT_NE(s.message().find("timed out after"), std::string::npos) << what;
+      EXPECT_NE(s.message().find("waiting for rank"), std::string::npos) << what;
+    });
+  }
+}
+
 TEST_P(CommApi, AbortWakesWaitersOnEveryRank) {
   CommOptions o = SmallOptions(GetParam());
   o.timeout_ms = 60000;
