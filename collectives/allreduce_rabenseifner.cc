@@ -18,6 +18,7 @@
 
 #include "base/reduce_kernels.h"
 #include "collectives/algorithms.h"
+#include "collectives/internal/power_of_two.h"
 #include "collectives/internal/ring_pipeline.h"
 
 namespace weft::collectives {
@@ -84,9 +85,8 @@ Status AllReduceRabenseifner(OpContext& ctx, const void* sendbuf, void* recvbuf,
     if (sendbuf != recvbuf && bytes > 0) std::memcpy(acc, sendbuf, bytes);
     return Status::Ok();
   }
-  int p = 1;
-  while (p * 2 <= n) p *= 2;
-  const int r = n - p;
+  const internal::PowerOfTwoGroup g(n);
+  const int p = g.p;
   // Blocks of a rank's vector and the scratch that receives what it reduces; scratch offsets
   // mirror the vector's, so a piece lands at the same offset as its place in acc.
   const std::vector<internal::Block> blocks = internal::EvenBlocks(count, p);
@@ -96,24 +96,19 @@ Status AllReduceRabenseifner(OpContext& ctx, const void* sendbuf, void* recvbuf,
   // reduced something into acc (then acc itself), which spares the copy of sendbuf to recvbuf.
   const uint8_t* src = in;
 
-  int new_rank;
-  if (rank < 2 * r) {
+  if (g.Folds(rank)) {
     const Span all{0, count};
     if (rank % 2 == 0) {
       WEFT_RETURN_IF_ERROR(Exchange(ctx, rank + 1, kFoldInStep, in, acc, tmp, all, Span{}, dtype,
                                     op, false, recvs, sends));
-      new_rank = -1;
     } else {
       WEFT_RETURN_IF_ERROR(Exchange(ctx, rank - 1, kFoldInStep, in, acc, tmp, Span{}, all, dtype,
                                     op, true, recvs, sends));
       src = acc;
-      new_rank = rank / 2;
     }
-  } else {
-    new_rank = rank - r;
   }
-  auto real_rank = [r](int nr) { return nr < r ? nr * 2 + 1 : nr + r; };
 
+  const int new_rank = g.Member(rank);
   if (new_rank >= 0) {
     // Reduce-scatter by recursive halving: [lo, hi) is the range of blocks this rank reduces.
     int lo = 0, hi = p, step = 1;
@@ -122,7 +117,7 @@ Status AllReduceRabenseifner(OpContext& ctx, const void* sendbuf, void* recvbuf,
       const bool keep_low = (new_rank & mask) == 0;
       const Span keep = keep_low ? SpanOf(blocks, lo, mid) : SpanOf(blocks, mid, hi);
       const Span give = keep_low ? SpanOf(blocks, mid, hi) : SpanOf(blocks, lo, mid);
-      WEFT_RETURN_IF_ERROR(Exchange(ctx, real_rank(new_rank ^ mask), step, src, acc, tmp, give,
+      WEFT_RETURN_IF_ERROR(Exchange(ctx, g.RankOf(new_rank ^ mask), step, src, acc, tmp, give,
                                     keep, dtype, op, true, recvs, sends));
       src = acc;
       (keep_low ? hi : lo) = mid;
@@ -136,7 +131,7 @@ Status AllReduceRabenseifner(OpContext& ctx, const void* sendbuf, void* recvbuf,
       const int size = hi - lo;
       const bool low = (new_rank & mask) == 0;
       const int plo = low ? hi : lo - size, phi = low ? hi + size : lo;
-      WEFT_RETURN_IF_ERROR(Exchange(ctx, real_rank(new_rank ^ mask), step, acc, acc, tmp,
+      WEFT_RETURN_IF_ERROR(Exchange(ctx, g.RankOf(new_rank ^ mask), step, acc, acc, tmp,
                                     SpanOf(blocks, lo, hi), SpanOf(blocks, plo, phi), dtype, op,
                                     false, recvs, sends));
       lo = std::min(lo, plo);
@@ -144,7 +139,7 @@ Status AllReduceRabenseifner(OpContext& ctx, const void* sendbuf, void* recvbuf,
     }
   }
 
-  if (rank < 2 * r) {
+  if (g.Folds(rank)) {
     const Span all{0, count};
     if (rank % 2 == 1) {
       WEFT_RETURN_IF_ERROR(Exchange(ctx, rank - 1, kFoldOutStep, acc, acc, tmp, all, Span{},

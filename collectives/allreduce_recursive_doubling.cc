@@ -9,6 +9,7 @@
 
 #include "base/reduce_kernels.h"
 #include "collectives/algorithms.h"
+#include "collectives/internal/power_of_two.h"
 
 namespace weft::collectives {
 
@@ -19,36 +20,29 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
   auto* acc = static_cast<uint8_t*>(recvbuf);
   if (sendbuf != recvbuf && bytes > 0) std::memcpy(acc, sendbuf, bytes);
   if (n == 1) return Status::Ok();
-  int p = 1;
-  while (p * 2 <= n) p *= 2;
-  const int r = n - p;
+  const internal::PowerOfTwoGroup g(n);
   uint8_t* tmp = ctx.Scratch(bytes, 0);
   std::vector<Pending> ps;
   ps.reserve(2);  // at most a receive and a send wait at once: one allocation per operation
 
-  int new_rank;
-  if (rank < 2 * r) {
+  if (g.Folds(rank)) {
     if (rank % 2 == 0) {
       WEFT_ASSIGN_OR_RETURN(Pending s, ctx.Send(rank + 1, acc, bytes, 0));
       ps.push_back(s);
       WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps));
-      new_rank = -1;
     } else {
       WEFT_ASSIGN_OR_RETURN(Pending q, ctx.Recv(rank - 1, tmp, bytes, 0));
       ps.push_back(q);
       WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps));
       ReduceInto(dtype, op, acc, acc, tmp, count);
-      new_rank = rank / 2;
     }
-  } else {
-    new_rank = rank - r;
   }
 
+  const int new_rank = g.Member(rank);
   if (new_rank >= 0) {
     int step = 1;
-    for (int mask = 1; mask < p; mask <<= 1, ++step) {
-      int np = new_rank ^ mask;
-      int partner = np < r ? np * 2 + 1 : np + r;
+    for (int mask = 1; mask < g.p; mask <<= 1, ++step) {
+      const int partner = g.RankOf(new_rank ^ mask);
       WEFT_ASSIGN_OR_RETURN(Pending q, ctx.Recv(partner, tmp, bytes, step));
       WEFT_ASSIGN_OR_RETURN(Pending s, ctx.Send(partner, acc, bytes, step));
       ps.push_back(q);
@@ -59,7 +53,7 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
     if (op == ReduceOp::kAvg) DivideByCount(dtype, acc, count, n);
   }
 
-  if (rank < 2 * r) {
+  if (g.Folds(rank)) {
     const int kBackStep = 64;
     if (rank % 2 == 1) {
       WEFT_ASSIGN_OR_RETURN(Pending s, ctx.Send(rank - 1, acc, bytes, kBackStep));

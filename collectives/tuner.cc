@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "collectives/internal/power_of_two.h"
+
 namespace weft::collectives {
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
@@ -56,37 +58,21 @@ double PredictRingUs(const TunerInput& in) {
   return 2 * (n - 1) * (in.alpha_us + in.beta_us_per_byte * static_cast<double>(in.bytes) / n);
 }
 
-namespace {
-
-// The largest power of two p <= n, and log2(p): the ranks recursive doubling and Rabenseifner
-// pair up (the others fold in and out).
-int PowerOfTwoBelow(int n, int* log2p) {
-  int p = 1;
-  *log2p = 0;
-  while (p * 2 <= n) {
-    p *= 2;
-    ++*log2p;
-  }
-  return p;
-}
-
-}  // namespace
-
 double PredictRecursiveDoublingUs(const TunerInput& in) {
-  int steps = 0;
-  const int p = PowerOfTwoBelow(in.world_size, &steps);
-  if (p < in.world_size) steps += 2;  // the fold-in and fold-out of the ranks beyond p
+  const internal::PowerOfTwoGroup g(in.world_size);
+  int steps = g.log2p;
+  if (g.r > 0) steps += 2;  // the fold-in and fold-out of the ranks beyond p
   return steps * (in.alpha_us + in.beta_us_per_byte * static_cast<double>(in.bytes));
 }
 
 double PredictRabenseifnerUs(const TunerInput& in) {
-  int steps = 0;
-  const int p = PowerOfTwoBelow(in.world_size, &steps);
+  const internal::PowerOfTwoGroup g(in.world_size);
+  const int p = g.p;
   if (p <= 1) return 0;
   const double bytes = static_cast<double>(in.bytes);
   // log2(p) halving steps and as many doubling steps, (p-1)/p of the vector each way.
-  double us = 2 * steps * in.alpha_us + 2.0 * (p - 1) / p * bytes * in.beta_us_per_byte;
-  if (p < in.world_size) us += 2 * (in.alpha_us + bytes * in.beta_us_per_byte);  // the fold
+  double us = 2 * g.log2p * in.alpha_us + 2.0 * (p - 1) / p * bytes * in.beta_us_per_byte;
+  if (g.r > 0) us += 2 * (in.alpha_us + bytes * in.beta_us_per_byte);  // the fold
   return us;
 }
 
