@@ -2,12 +2,11 @@
 // point-to-point, unique ids, sticky errors and abort. Ranks are threads over real transports.
 #include <gtest/gtest.h>
 
-#include <thread>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <numeric>
+#include <thread>
 
 #include "collectives/communicator.h"
 #include "comm_test_util.h"

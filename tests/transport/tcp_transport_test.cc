@@ -3,14 +3,13 @@
 // counts, connection timeouts, and a throughput print (not an assertion).
 #include "transport/tcp/tcp_transport.h"
 
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <dirent.h>
-#include <sys/epoll.h>
 
 #include <algorithm>
 #include <atomic>

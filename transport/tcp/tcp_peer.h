@@ -240,7 +240,7 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   uint64_t polls_ = 0;  // waiters' polls (ServiceLocked with all), for the spare sockets' turn
   // Poll mode. While waiters spin on this peer they read its sockets themselves, and a wake-up of
   // the progress thread for the same data would only compete with them for the lock and the
-  // core; so the sockets are registered without EPOLLIN (still EPOLLOUT, EPOLLRDHUP and errors)
+  // core; so the sockets are registered without EPOLLIN (still EPOLLRDHUP and errors)
   // until nobody spins and someone sleeps, or nobody has spun for a while.
   // Receives of at least kPollModeMaxBytes keep the sockets armed while any is pending (pruned
   // lazily): their data should stream in on the thread while the caller waits on something
