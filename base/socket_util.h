@@ -108,6 +108,14 @@ Result<UniqueFd> AcceptTcp(int listen_fd);
 Status SetNonBlocking(int fd);
 Status SetNoDelay(int fd);
 
+// Whether a connected socket's peer address is a loopback one (127.0.0.0/8, ::1, or 127/8
+// mapped into IPv6): the other end is on this host, in this network namespace.
+bool PeerIsLoopback(int fd);
+// Sets the socket's TCP congestion control algorithm (TCP_CONGESTION, e.g. "cubic"). Error naming
+// the algorithm when the kernel has no such algorithm (ENOENT) or refuses it to this process
+// (EPERM: not in net.ipv4.tcp_allowed_congestion_control).
+Status SetCongestionControl(int fd, const std::string& algorithm);
+
 // Whole-buffer I/O on a non-blocking socket, waiting with poll() until the deadline. A peer that
 // closes mid-read gives Unavailable("connection closed by peer ...").
 Status WriteFull(int fd, const void* data, size_t len, Deadline deadline);

@@ -1,12 +1,18 @@
 // The loopback TCP limit: one sender thread streams a buffer over `sockets` TCP connections to a
 // receiver thread on 127.0.0.1 and reports GB/s (median of repeats). The physical bound the TCP
 // results are held to.
-//   bench_tcp_throughput SOCKETS MiB REPEATS
+//   bench_tcp_throughput SOCKETS MiB REPEATS [CC]
+// CC: the sockets' congestion control, default cubic (what weft's TCP transport uses on loopback,
+// WEFT_TCP_CONGESTION=auto), or "system" for the host's default.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -18,6 +24,7 @@ int main(int argc, char** argv) {
   int socks = argc > 1 ? std::atoi(argv[1]) : 1;
   size_t mib = argc > 2 ? std::atoi(argv[2]) : 256;
   int reps = argc > 3 ? std::atoi(argv[3]) : 5;
+  std::string cc = argc > 4 ? argv[4] : "cubic";
   int lfd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -31,6 +38,15 @@ int main(int argc, char** argv) {
     out[i] = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(out[i], reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return 1;
     in[i] = accept(lfd, nullptr, nullptr);
+    if (cc != "system") {
+      for (int fd : {out[i], in[i]}) {
+        if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(), cc.size()) != 0) {
+          std::fprintf(stderr, "bench_tcp_throughput: congestion control %s: %s\n", cc.c_str(),
+                       std::strerror(errno));
+          return 1;
+        }
+      }
+    }
   }
   size_t total = mib << 20, per = total / socks;
   std::vector<char> src(per, 1);
@@ -60,6 +76,7 @@ int main(int argc, char** argv) {
     for (auto& t : ts) t.join();
     gbps.push_back(total / (NowUs() - t0) / 1e3);
   }
-  std::printf("{\"lib\":\"tcp_loopback\",\"sockets\":%d,\"gbps\":%.3f}\n", socks, Summarise(gbps).p50);
+  std::printf("{\"lib\":\"tcp_loopback\",\"sockets\":%d,\"cc\":\"%s\",\"gbps\":%.3f}\n", socks,
+              cc.c_str(), Summarise(gbps).p50);
   return 0;
 }

@@ -104,7 +104,8 @@ lines.append("Limits measured in the same run: memory copy bandwidth per stream 
              f"**{med(copy):.1f} GB/s** (so a 2-rank all-reduce's bus bandwidth is bounded by "
              f"**{mem_bound:.1f} GB/s**: each rank must at least read its input and write its "
              f"output); loopback TCP **{med(tcp1):.2f} GB/s** with one socket, **{med(tcp4):.2f} GB/s** "
-             "with four.")
+             "with four (256 MiB streamed with cubic congestion control, which weft's TCP transport "
+             "uses on loopback; Open MPI and Gloo keep the host's default).")
 if cacheline:
     trips = ", ".join(f"{ns:.0f}" for _, ns in sorted(cacheline))
     lines.append("")

@@ -5,9 +5,11 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <fstream>
 #include <new>
 #include <set>
 
@@ -74,6 +76,36 @@ Status TcpPeer::Lost(const std::string& why) const {
   return UnavailableError("connection to " + name_ + " lost: " + why);
 }
 
+Result<CongestionPolicy> ParseCongestionPolicy(const std::string& value) {
+  if (value == "auto") return CongestionPolicy{"cubic", /*loopback_only=*/true};
+  if (value == "system") return CongestionPolicy{};
+  auto available = [] {
+    std::ifstream in("/proc/sys/net/ipv4/tcp_available_congestion_control");
+    std::string list;
+    std::getline(in, list);
+    return list.empty() ? std::string("unknown") : list;
+  };
+  const bool well_formed =
+      !value.empty() && value.size() < 16 &&
+      std::all_of(value.begin(), value.end(),
+                  [](char c) { return std::islower(static_cast<unsigned char>(c)) ||
+                                      std::isdigit(static_cast<unsigned char>(c)) || c == '_'; });
+  if (!well_formed) {
+    return InvalidArgumentError("WEFT_TCP_CONGESTION=\"" + value +
+                                "\": expected auto, system or a congestion control algorithm (" +
+                                available() + ")");
+  }
+  // Tried once on a throwaway socket, so a typo fails at start-up rather than on every socket.
+  UniqueFd probe(socket(AF_INET, SOCK_STREAM, 0));
+  if (!probe.valid()) return ErrnoError("socket", errno);
+  Status st = SetCongestionControl(probe.get(), value);
+  if (!st.ok()) {
+    return InvalidArgumentError("WEFT_TCP_CONGESTION=\"" + value + "\": " + st.message() +
+                                " (available here: " + available() + ")");
+  }
+  return CongestionPolicy{value, /*loopback_only=*/false};
+}
+
 Status TcpPeer::AttachSocket(int index, UniqueFd fd) {
   std::lock_guard<std::mutex> lock(mu_);
   if (index < 0 || index >= opt_.num_sockets) {
@@ -92,6 +124,14 @@ Status TcpPeer::AttachSocket(int index, UniqueFd fd) {
   }
   WEFT_RETURN_IF_ERROR(SetNonBlocking(fd.get()));
   WEFT_RETURN_IF_ERROR(SetNoDelay(fd.get()));
+  const CongestionPolicy& cc = opt_.congestion;
+  if (!cc.algorithm.empty() && (!cc.loopback_only || PeerIsLoopback(fd.get()))) {
+    // Not fatal: the socket works with the system's algorithm, only slower on loopback.
+    Status st = SetCongestionControl(fd.get(), cc.algorithm);
+    if (!st.ok()) {
+      WEFT_LOG(DEBUG) << "tcp rank " << opt_.self_rank << ": " << name_ << ": " << st.message();
+    }
+  }
   s.staging.reset(new char[kStagingBytes]);
   s.fd = std::move(fd);
   // Edge-triggered: registered once for both directions, no epoll_ctl per message. The cost is

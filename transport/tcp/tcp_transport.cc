@@ -62,6 +62,10 @@ WEFT_ENV_KNOB(kChunkKnob, "WEFT_TCP_CHUNK_BYTES", "512K",
               "over a pair's sockets (TransportConfig overrides)");
 WEFT_ENV_KNOB(kBufferKnob, "WEFT_TCP_BUFFER_BYTES", "0",
               "SO_SNDBUF/SO_RCVBUF of TCP transport sockets; 0 keeps the OS default");
+WEFT_ENV_KNOB(kCongestionKnob, "WEFT_TCP_CONGESTION", "auto",
+              "TCP congestion control of the TCP transport's sockets: auto (cubic for peers on "
+              "loopback, the system default for others), system (the system default for all), or "
+              "an algorithm name for all (cubic, reno, bbr, ...)");
 WEFT_ENV_KNOB(kHandshakeTimeoutKnob, "WEFT_TCP_HANDSHAKE_TIMEOUT_MS", "5000",
               "time an accepted TCP transport connection has to authenticate before it is refused");
 WEFT_ENV_KNOB(kIfnameKnob, "WEFT_TCP_IFNAME", "",
@@ -250,6 +254,7 @@ struct Settings {
   int sockets_per_peer;
   size_t chunk_bytes;
   int64_t buffer_bytes;
+  CongestionPolicy congestion;
   std::chrono::milliseconds handshake_timeout;
 };
 
@@ -560,6 +565,7 @@ Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
       o.num_sockets = sockets;
       o.chunk_bytes = settings_.chunk_bytes;
       o.socket_buffer_bytes = settings_.buffer_bytes;
+      o.congestion = settings_.congestion;
       o.epoll_fd = epoll_fd_.get();
       o.scheduler = this;
       o.spin_tight = spin_tight;
@@ -997,6 +1003,9 @@ Result<std::unique_ptr<Transport>> CreateTcpTransport(const TransportConfig& con
   s.chunk_bytes = static_cast<size_t>(std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes));
   s.buffer_bytes =
       options.socket_buffer_bytes > 0 ? options.socket_buffer_bytes : kBufferKnob.GetBytes();
+  WEFT_ASSIGN_OR_RETURN(
+      s.congestion,
+      ParseCongestionPolicy(!options.congestion.empty() ? options.congestion : kCongestionKnob.Get()));
   s.handshake_timeout =
       options.handshake_timeout.count() > 0
           ? options.handshake_timeout

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "transport/transport.h"
 
@@ -19,6 +20,9 @@ struct TcpTransportOptions {
   std::chrono::milliseconds handshake_timeout{0};
   // SO_SNDBUF/SO_RCVBUF for every socket (knob WEFT_TCP_BUFFER_BYTES; 0 keeps the OS default).
   int64_t socket_buffer_bytes = 0;
+  // Congestion control (knob WEFT_TCP_CONGESTION; empty: the knob): "auto", "system" or an
+  // algorithm name. See CongestionPolicy in tcp_peer.h.
+  std::string congestion;
 };
 
 // The concrete transport type, for callers that want its counters (tests, metrics). Everything
