@@ -4,11 +4,13 @@
 #   float32 sum all-reduce, 2 and 4 ranks, shared memory and TCP over loopback, 8 B .. 256 MiB;
 #   broadcast, all-gather and reduce-scatter at 1 MiB and 64 MiB; the machine's limits (memory
 #   bandwidth with two streams, loopback TCP throughput).
-#   scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]]
+#   scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]] [--baseline-cc CC]
 # --ucx adds weft over UCX against Open MPI's pml ucx with the same UCX_TLS (scripts/bench_ucx.sh,
 # into OUT/ucx.md); --netns adds the multi-host run over network namespaces, hierarchical against
 # the flat ring (scripts/bench_netns.sh into OUT/netns, links shaped to RATE when given, e.g.
-# 2gbit). Each adds a few minutes to the run.
+# 2gbit). Each adds a few minutes to the run. --baseline-cc sets TCP congestion control CC (e.g.
+# cubic, what weft's TCP transport uses on loopback) on Open MPI's and Gloo's sockets through a
+# preload library (bench/cc_preload.cc); by default they keep the host's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=3
@@ -17,6 +19,7 @@ out=bench/results/latest
 ucx=0
 netns=0
 netns_rate=""
+baseline_cc=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --ucx) ucx=1; shift ;;
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
     --repeats) repeats=$2; shift 2 ;;
     --quick) repeats=1; max=16M; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "usage: scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]]" >&2
+    --baseline-cc) baseline_cc=$2; shift 2 ;;
+    *) echo "usage: scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]] [--baseline-cc CC]" >&2
        exit 2 ;;
   esac
 done
@@ -43,6 +47,13 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # UCX PML installed for other benchmarks does not take over.
 mpi_shm=(mpirun --oversubscribe -np NP --mca pml ob1 --mca btl vader,self)
 mpi_tcp=(mpirun --oversubscribe -np NP --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include lo)
+gloo_env=()
+if [ -n "$baseline_cc" ]; then
+  preload="$PWD/$bin/libbench_cc_preload.so"
+  mpi_tcp+=(-x "LD_PRELOAD=$preload" -x "WEFT_BENCH_BASELINE_CC=$baseline_cc")
+  gloo_env=(env "LD_PRELOAD=$preload" "WEFT_BENCH_BASELINE_CC=$baseline_cc")
+fi
+export BENCH_BASELINE_CC="$baseline_cc"  # for the report
 sweep=(-b 8 -e "$max" -f 2)
 
 # Adds the transport and repeat to each JSON line a program prints.
@@ -66,7 +77,7 @@ gloo_run() {  # np repeat collective args...
   dir=$(mktemp -d)
   local pids=()
   for ((i = 0; i < np; i++)); do
-    timeout 600 "$bin/bench_gloo" "$i" "$np" "$dir" "$coll" -n 10 "$@" > "$dir/out.$i" &
+    timeout 600 "${gloo_env[@]}" "$bin/bench_gloo" "$i" "$np" "$dir" "$coll" -n 10 "$@" > "$dir/out.$i" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done

@@ -100,12 +100,15 @@ lines.append(f"Machine: {cpu}, {os.cpu_count()} cores, kernel {platform.release(
              f"{max((s['n'] for s in [stat(*k[:4], k[5], k[4]) for k in series] if s), default=0)} "
              "interleaved repeats, min–max in parentheses; time is the slowest rank's per-iteration p50.")
 lines.append("")
+baseline_cc = os.environ.get("BENCH_BASELINE_CC", "")
+baselines = (f"Open MPI's and Gloo's TCP sockets were given {baseline_cc} too (`--baseline-cc`)"
+             if baseline_cc else "Open MPI and Gloo keep the host's default")
 lines.append("Limits measured in the same run: memory copy bandwidth per stream with two streams "
              f"**{med(copy):.1f} GB/s** (so a 2-rank all-reduce's bus bandwidth is bounded by "
              f"**{mem_bound:.1f} GB/s**: each rank must at least read its input and write its "
              f"output); loopback TCP **{med(tcp1):.2f} GB/s** with one socket, **{med(tcp4):.2f} GB/s** "
              "with four (256 MiB streamed with cubic congestion control, which weft's TCP transport "
-             "uses on loopback; Open MPI and Gloo keep the host's default).")
+             f"uses on loopback; {baselines}).")
 if cacheline:
     trips = ", ".join(f"{ns:.0f}" for _, ns in sorted(cacheline))
     lines.append("")
