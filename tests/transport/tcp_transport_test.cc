@@ -902,6 +902,40 @@ TEST(TcpTransport, CongestionKnobRejectsUnknownAlgorithmsNamingTheChoices) {
   }
 }
 
+TEST(TcpTransport, PeersWithThisHostsIdGetCubicOverAnyAddress) {
+  // Two ranks of one host that reach each other through a NIC address (WEFT_SOCKET_IFNAME, a pod
+  // IP) still never leave the machine: auto gives them cubic as it does loopback pairs.
+  auto outer = CandidateAddresses("^lo");
+  ASSERT_TRUE(outer.ok()) << "this test needs a non-loopback IPv4 interface: "
+                          << outer.status().ToString();
+  const std::string nic = (*outer)[0].address;
+  std::string job = NewJobId();
+  TransportConfig ca = Config(0, 2, job, 2, 0), cb = Config(1, 2, job, 2, 0);
+  ca.listen_host = nic;
+  cb.listen_host = nic;
+  auto a = CreateTcpTransport(ca);
+  auto b = CreateTcpTransport(cb);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  auto addr_a = (*a)->Listen();
+  auto addr_b = (*b)->Listen();
+  ASSERT_TRUE(addr_a.ok() && addr_b.ok());
+  std::vector<std::unique_ptr<Endpoint>> eps_a, eps_b;
+  Status sa, sb;
+  std::thread ta([&] {
+    auto eps = (*a)->Connect({PeerInfo{1, "tcp-test-host", 0, *addr_b}}, Deadline::AfterMs(10000));
+    sa = eps.ok() ? Status() : eps.status();
+    if (eps.ok()) eps_a = std::move(*eps);
+  });
+  auto eps = (*b)->Connect({PeerInfo{0, "tcp-test-host", 0, *addr_a}}, Deadline::AfterMs(10000));
+  sb = eps.ok() ? Status() : eps.status();
+  if (eps.ok()) eps_b = std::move(*eps);
+  ta.join();
+  ASSERT_TRUE(sa.ok()) << sa.ToString();
+  ASSERT_TRUE(sb.ok()) << sb.ToString();
+  EXPECT_EQ(CongestionOfSocketsAt(ListenPort(*addr_b)), std::vector<std::string>(4, "cubic"));
+}
+
 TEST(TcpTransport, LoopbackAddressesAreSkippedForAPeerOnAnotherHost) {
   // Needs an address that is not loopback; every machine this suite runs on (CI, the dev VM,
   // containers) has one. Without it the test fails saying so rather than passing untested.

@@ -77,7 +77,7 @@ Status TcpPeer::Lost(const std::string& why) const {
 }
 
 Result<CongestionPolicy> ParseCongestionPolicy(const std::string& value) {
-  if (value == "auto") return CongestionPolicy{"cubic", /*loopback_only=*/true};
+  if (value == "auto") return CongestionPolicy{"cubic", /*this_host_only=*/true};
   if (value == "system") return CongestionPolicy{};
   auto available = [] {
     std::ifstream in("/proc/sys/net/ipv4/tcp_available_congestion_control");
@@ -103,7 +103,7 @@ Result<CongestionPolicy> ParseCongestionPolicy(const std::string& value) {
     return InvalidArgumentError("WEFT_TCP_CONGESTION=\"" + value + "\": " + st.message() +
                                 " (available here: " + available() + ")");
   }
-  return CongestionPolicy{value, /*loopback_only=*/false};
+  return CongestionPolicy{value, /*this_host_only=*/false};
 }
 
 Status TcpPeer::AttachSocket(int index, UniqueFd fd) {
@@ -125,7 +125,8 @@ Status TcpPeer::AttachSocket(int index, UniqueFd fd) {
   WEFT_RETURN_IF_ERROR(SetNonBlocking(fd.get()));
   WEFT_RETURN_IF_ERROR(SetNoDelay(fd.get()));
   const CongestionPolicy& cc = opt_.congestion;
-  if (!cc.algorithm.empty() && (!cc.loopback_only || PeerIsLoopback(fd.get()))) {
+  if (!cc.algorithm.empty() &&
+      (!cc.this_host_only || opt_.same_host || PeerIsLoopback(fd.get()))) {
     // Not fatal: the socket works with the system's algorithm, only slower on loopback.
     Status st = SetCongestionControl(fd.get(), cc.algorithm);
     if (!st.ok()) {

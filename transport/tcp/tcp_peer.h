@@ -45,16 +45,16 @@ struct PollTarget {
   const Kind kind;
 };
 
-// Which TCP congestion control a peer's sockets get. Loopback has no congestion to control, and a
-// model-based algorithm's pacing throttles a loopback transfer: with bbr (this machine's default)
-// a 2-rank exchange of 512 KiB each way over loopback ran at ~100 or ~200 us depending on the
-// run, against a steady ~100 us with cubic (see the README's TCP notes).
+// Which TCP congestion control a peer's sockets get. Traffic that stays on this machine has no
+// congestion to control, and a model-based algorithm's pacing throttles it: with bbr (this
+// machine's default) a 2-rank exchange of 512 KiB each way over loopback ran at ~100 or ~200 us
+// depending on the run, against a steady ~100 us with cubic (see the README's TCP notes).
 struct CongestionPolicy {
-  std::string algorithm;       // empty: leave the system default
-  bool loopback_only = false;  // set it only on sockets whose peer is on loopback
+  std::string algorithm;         // empty: leave the system default
+  bool this_host_only = false;   // only for peers on this host (loopback address or same host id)
 };
-// "auto" (cubic for loopback peers), "system" (never set) or an algorithm for every socket, which
-// must be one this kernel has and lets this process use. InvalidArgument naming
+// "auto" (cubic for peers on this host), "system" (never set) or an algorithm for every socket,
+// which must be one this kernel has and lets this process use. InvalidArgument naming
 // WEFT_TCP_CONGESTION and the available algorithms otherwise.
 Result<CongestionPolicy> ParseCongestionPolicy(const std::string& value);
 
@@ -151,6 +151,9 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
     size_t chunk_bytes = 512 << 10;
     int64_t socket_buffer_bytes = 0;
     CongestionPolicy congestion;
+    // The peer published this host's host id: its sockets stay on this machine whatever
+    // address they use.
+    bool same_host = false;
     int epoll_fd = -1;
     PeerScheduler* scheduler = nullptr;
     // This host's ranks fit its cores: a spinning waiter may poll without yielding at first.

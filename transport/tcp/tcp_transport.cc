@@ -64,8 +64,9 @@ WEFT_ENV_KNOB(kBufferKnob, "WEFT_TCP_BUFFER_BYTES", "0",
               "SO_SNDBUF/SO_RCVBUF of TCP transport sockets; 0 keeps the OS default");
 WEFT_ENV_KNOB(kCongestionKnob, "WEFT_TCP_CONGESTION", "auto",
               "TCP congestion control of the TCP transport's sockets: auto (cubic for peers on "
-              "loopback, the system default for others), system (the system default for all), or "
-              "an algorithm name for all (cubic, reno, bbr, ...)");
+              "this host, reached over loopback or with the same host id; the system default for "
+              "others), system (the system default for all), or an algorithm name for all "
+              "(cubic, reno, bbr, ...)");
 WEFT_ENV_KNOB(kHandshakeTimeoutKnob, "WEFT_TCP_HANDSHAKE_TIMEOUT_MS", "5000",
               "time an accepted TCP transport connection has to authenticate before it is refused");
 WEFT_ENV_KNOB(kIfnameKnob, "WEFT_TCP_IFNAME", "",
@@ -566,6 +567,7 @@ Result<std::vector<std::unique_ptr<Endpoint>>> TcpTransportImpl::Connect(
       o.chunk_bytes = settings_.chunk_bytes;
       o.socket_buffer_bytes = settings_.buffer_bytes;
       o.congestion = settings_.congestion;
+      o.same_host = !config_.host_id.empty() && p.host_id == config_.host_id;
       o.epoll_fd = epoll_fd_.get();
       o.scheduler = this;
       o.spin_tight = spin_tight;
