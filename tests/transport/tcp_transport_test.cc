@@ -902,60 +902,64 @@ TEST(TcpTransport, CongestionKnobRejectsUnknownAlgorithmsNamingTheChoices) {
   }
 }
 
+// Ranks 0 and 1 of one job, 2 sockets per peer, with the given host ids and listen hosts,
+// listening (their published addresses in addr_a / addr_b). Needs an address that is not
+// loopback; every machine this suite runs on (CI, the dev VM, containers) has one, in nic.
+struct NicPair {
+  std::string nic;
+  std::unique_ptr<Transport> a, b;
+  std::string addr_a, addr_b;
+};
+Status MakeNicPair(NicPair* p, const std::string& host_a, const std::string& host_b,
+                   const std::string& listen_a, const std::string& listen_b) {
+  auto outer = CandidateAddresses("^lo");
+  if (!outer.ok()) {
+    return outer.status().WithContext("this test needs a non-loopback IPv4 interface");
+  }
+  p->nic = (*outer)[0].address;
+  const std::string job = NewJobId();
+  TransportConfig ca = Config(0, 2, job, 2, 0), cb = Config(1, 2, job, 2, 0);
+  ca.host_id = host_a;
+  cb.host_id = host_b;
+  ca.listen_host = listen_a.empty() ? p->nic : listen_a;
+  cb.listen_host = listen_b.empty() ? p->nic : listen_b;
+  WEFT_ASSIGN_OR_RETURN(p->a, CreateTcpTransport(ca));
+  WEFT_ASSIGN_OR_RETURN(p->b, CreateTcpTransport(cb));
+  WEFT_ASSIGN_OR_RETURN(p->addr_a, p->a->Listen());
+  WEFT_ASSIGN_OR_RETURN(p->addr_b, p->b->Listen());
+  return Status::Ok();
+}
+
 TEST(TcpTransport, PeersWithThisHostsIdGetCubicOverAnyAddress) {
   // Two ranks of one host that reach each other through a NIC address (WEFT_SOCKET_IFNAME, a pod
   // IP) still never leave the machine: auto gives them cubic as it does loopback pairs.
-  auto outer = CandidateAddresses("^lo");
-  ASSERT_TRUE(outer.ok()) << "this test needs a non-loopback IPv4 interface: "
-                          << outer.status().ToString();
-  const std::string nic = (*outer)[0].address;
-  std::string job = NewJobId();
-  TransportConfig ca = Config(0, 2, job, 2, 0), cb = Config(1, 2, job, 2, 0);
-  ca.listen_host = nic;
-  cb.listen_host = nic;
-  auto a = CreateTcpTransport(ca);
-  auto b = CreateTcpTransport(cb);
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
-  auto addr_a = (*a)->Listen();
-  auto addr_b = (*b)->Listen();
-  ASSERT_TRUE(addr_a.ok() && addr_b.ok());
+  NicPair p;
+  Status made = MakeNicPair(&p, "tcp-test-host", "tcp-test-host", "", "");
+  ASSERT_TRUE(made.ok()) << made.ToString();
   std::vector<std::unique_ptr<Endpoint>> eps_a, eps_b;
   Status sa, sb;
   std::thread ta([&] {
-    auto eps = (*a)->Connect({PeerInfo{1, "tcp-test-host", 0, *addr_b}}, Deadline::AfterMs(10000));
+    auto eps = p.a->Connect({PeerInfo{1, "tcp-test-host", 0, p.addr_b}}, Deadline::AfterMs(10000));
     sa = eps.ok() ? Status() : eps.status();
     if (eps.ok()) eps_a = std::move(*eps);
   });
-  auto eps = (*b)->Connect({PeerInfo{0, "tcp-test-host", 0, *addr_a}}, Deadline::AfterMs(10000));
+  auto eps = p.b->Connect({PeerInfo{0, "tcp-test-host", 0, p.addr_a}}, Deadline::AfterMs(10000));
   sb = eps.ok() ? Status() : eps.status();
   if (eps.ok()) eps_b = std::move(*eps);
   ta.join();
   ASSERT_TRUE(sa.ok()) << sa.ToString();
   ASSERT_TRUE(sb.ok()) << sb.ToString();
-  EXPECT_EQ(CongestionOfSocketsAt(ListenPort(*addr_b)), std::vector<std::string>(4, "cubic"));
+  EXPECT_EQ(CongestionOfSocketsAt(ListenPort(p.addr_b)), std::vector<std::string>(4, "cubic"));
 }
 
 TEST(TcpTransport, LoopbackAddressesAreSkippedForAPeerOnAnotherHost) {
-  // Needs an address that is not loopback; every machine this suite runs on (CI, the dev VM,
-  // containers) has one. Without it the test fails saying so rather than passing untested.
-  auto outer = CandidateAddresses("^lo");
-  ASSERT_TRUE(outer.ok()) << "this test needs a non-loopback IPv4 interface: "
-                          << outer.status().ToString();
-  const std::string nic = (*outer)[0].address;
-  std::string job = NewJobId();
-  TransportConfig ca = Config(0, 2, job, 2, 0), cb = Config(1, 2, job, 2, 0);
-  ca.host_id = "host-a";
-  cb.host_id = "host-b";
-  cb.listen_host = "0.0.0.0";  // reachable through both 127.0.0.1 and the NIC
-  auto a = CreateTcpTransport(ca);
-  auto b = CreateTcpTransport(cb);
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
-  auto addr_a = (*a)->Listen();
-  auto addr_b = (*b)->Listen();
-  ASSERT_TRUE(addr_a.ok() && addr_b.ok());
-  auto hp = ParseHostPortList(*addr_b);
+  // Without a non-loopback address the test fails saying so rather than passing untested.
+  // Rank 1 listens on every interface: reachable through both 127.0.0.1 and the NIC.
+  NicPair p;
+  Status made = MakeNicPair(&p, "host-a", "host-b", "127.0.0.1", "0.0.0.0");
+  ASSERT_TRUE(made.ok()) << made.ToString();
+  const std::string nic = p.nic;
+  auto hp = ParseHostPortList(p.addr_b);
   ASSERT_TRUE(hp.ok());
   // Loopback listed first: a peer on another host must not be dialed there.
   const std::string offered = FormatHostPortList({"127.0.0.1", nic}, (*hp)[0].port);
@@ -965,11 +969,11 @@ TEST(TcpTransport, LoopbackAddressesAreSkippedForAPeerOnAnotherHost) {
   Status sa, sb;
   std::vector<std::unique_ptr<Endpoint>> eps_a;  // kept open: the sockets are looked at below
   std::thread ta([&] {
-    auto eps = (*a)->Connect({PeerInfo{1, "host-b", 0, offered}}, Deadline::AfterMs(10000));
+    auto eps = p.a->Connect({PeerInfo{1, "host-b", 0, offered}}, Deadline::AfterMs(10000));
     sa = eps.ok() ? Status() : eps.status();
     if (eps.ok()) eps_a = std::move(*eps);
   });
-  auto eps = (*b)->Connect({PeerInfo{0, "host-a", 0, *addr_a}}, Deadline::AfterMs(10000));
+  auto eps = p.b->Connect({PeerInfo{0, "host-a", 0, p.addr_a}}, Deadline::AfterMs(10000));
   sb = eps.ok() ? Status() : eps.status();
   ta.join();
   std::string log = ::testing::internal::GetCapturedStderr();
