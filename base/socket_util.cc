@@ -209,20 +209,12 @@ Status SetNoDelay(int fd) {
   return Status::Ok();
 }
 
-bool PeerIsLoopback(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
-  if (ss.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
-    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-  }
-  if (ss.ss_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
-    return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
-  }
-  return false;
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  std::string v4 = host;
+  if (v4.rfind("::ffff:", 0) == 0) v4 = v4.substr(7);
+  in_addr a{};
+  return inet_pton(AF_INET, v4.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
 Status SetCongestionControl(int fd, const std::string& algorithm) {
@@ -391,19 +383,37 @@ Status ReadFull(int fd, void* data, size_t len, Deadline deadline) {
   return Status::Ok();
 }
 
+namespace {
+
+// The numeric host of a socket address, as inet_ntop writes it.
+std::string AddressText(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
+  } else {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
+  }
+  return std::string(buf);
+}
+
+}  // namespace
+
 Result<std::string> LocalAddressOf(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
     return ErrnoError("getsockname", errno);
   }
-  char buf[INET6_ADDRSTRLEN] = {0};
-  if (ss.ss_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
-  } else {
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
+  return AddressText(ss);
+}
+
+Result<std::string> PeerAddressOf(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
+    return ErrnoError("getpeername", errno);
   }
-  return std::string(buf);
+  return AddressText(ss);
 }
 
 }  // namespace weft

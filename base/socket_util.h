@@ -108,9 +108,9 @@ Result<UniqueFd> AcceptTcp(int listen_fd);
 Status SetNonBlocking(int fd);
 Status SetNoDelay(int fd);
 
-// Whether a connected socket's peer address is a loopback one (127.0.0.0/8, ::1, or 127/8
-// mapped into IPv6): the other end is on this host, in this network namespace.
-bool PeerIsLoopback(int fd);
+// Whether `host` names this host's loopback: "localhost", 127.0.0.0/8, ::1, or 127/8 mapped into
+// IPv6 ("::ffff:127.0.0.1").
+bool IsLoopbackHost(const std::string& host);
 // Sets the socket's TCP congestion control algorithm (TCP_CONGESTION, e.g. "cubic"). Error naming
 // the algorithm when the kernel has no such algorithm (ENOENT) or refuses it to this process
 // (EPERM: not in net.ipv4.tcp_allowed_congestion_control).
@@ -123,5 +123,7 @@ Status ReadFull(int fd, void* data, size_t len, Deadline deadline);
 
 // The local address a connected socket uses (to publish an address peers can reach).
 Result<std::string> LocalAddressOf(int fd);
+// The address of a connected socket's peer, as LocalAddressOf writes it.
+Result<std::string> PeerAddressOf(int fd);
 
 }  // namespace weft

@@ -9,13 +9,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "base/socket_util.h"
 #include "bench/bench_common.h"
 
 using namespace weft::bench;
@@ -40,9 +39,9 @@ int main(int argc, char** argv) {
     in[i] = accept(lfd, nullptr, nullptr);
     if (cc != "system") {
       for (int fd : {out[i], in[i]}) {
-        if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(), cc.size()) != 0) {
-          std::fprintf(stderr, "bench_tcp_throughput: congestion control %s: %s\n", cc.c_str(),
-                       std::strerror(errno));
+        weft::Status st = weft::SetCongestionControl(fd, cc);
+        if (!st.ok()) {
+          std::fprintf(stderr, "bench_tcp_throughput: %s\n", st.ToString().c_str());
           return 1;
         }
       }

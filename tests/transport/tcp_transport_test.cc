@@ -662,6 +662,23 @@ TEST(TcpTransport, ThroughputPrint) {
 
 // ---- Addresses: the published list, interface choice, and dialing several candidates ----------
 
+TEST(SocketUtil, LoopbackHostsAndPeerAddresses) {
+  for (const char* h : {"127.0.0.1", "127.5.6.7", "::1", "localhost", "::ffff:127.0.0.1"}) {
+    EXPECT_TRUE(IsLoopbackHost(h)) << h;
+  }
+  for (const char* h : {"10.0.0.1", "::ffff:10.0.0.1", "0.0.0.0", "", "128.0.0.1"}) {
+    EXPECT_FALSE(IsLoopbackHost(h)) << h;
+  }
+  auto l = ListenTcp("127.0.0.1", 0);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  auto c = ConnectTcp(HostPort{"127.0.0.1", l->port}, Deadline::AfterMs(5000));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto peer = PeerAddressOf(c->get());
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  EXPECT_EQ(*peer, "127.0.0.1");
+  EXPECT_FALSE(PeerAddressOf(l->fd.get()).ok());  // a listener has no peer
+}
+
 TEST(TcpAddressList, ParsesOneOrSeveralHostsWithOnePort) {
   auto one = ParseHostPortList("10.0.0.1:29500");
   ASSERT_TRUE(one.ok()) << one.status().ToString();

@@ -5,7 +5,6 @@
 #include <sys/uio.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -79,29 +78,18 @@ Status TcpPeer::Lost(const std::string& why) const {
 Result<CongestionPolicy> ParseCongestionPolicy(const std::string& value) {
   if (value == "auto") return CongestionPolicy{"cubic", /*this_host_only=*/true};
   if (value == "system") return CongestionPolicy{};
-  auto available = [] {
-    std::ifstream in("/proc/sys/net/ipv4/tcp_available_congestion_control");
-    std::string list;
-    std::getline(in, list);
-    return list.empty() ? std::string("unknown") : list;
-  };
-  const bool well_formed =
-      !value.empty() && value.size() < 16 &&
-      std::all_of(value.begin(), value.end(),
-                  [](char c) { return std::islower(static_cast<unsigned char>(c)) ||
-                                      std::isdigit(static_cast<unsigned char>(c)) || c == '_'; });
-  if (!well_formed) {
-    return InvalidArgumentError("WEFT_TCP_CONGESTION=\"" + value +
-                                "\": expected auto, system or a congestion control algorithm (" +
-                                available() + ")");
-  }
-  // Tried once on a throwaway socket, so a typo fails at start-up rather than on every socket.
+  // Tried once on a throwaway socket, so a typo fails at start-up rather than on every socket
+  // (the kernel refuses any name it does not have, malformed or too long ones included).
   UniqueFd probe(socket(AF_INET, SOCK_STREAM, 0));
   if (!probe.valid()) return ErrnoError("socket", errno);
   Status st = SetCongestionControl(probe.get(), value);
   if (!st.ok()) {
+    std::ifstream in("/proc/sys/net/ipv4/tcp_available_congestion_control");
+    std::string available;
+    std::getline(in, available);
     return InvalidArgumentError("WEFT_TCP_CONGESTION=\"" + value + "\": " + st.message() +
-                                " (available here: " + available() + ")");
+                                " (available here: " +
+                                (available.empty() ? "unknown" : available) + ")");
   }
   return CongestionPolicy{value, /*this_host_only=*/false};
 }
@@ -125,8 +113,11 @@ Status TcpPeer::AttachSocket(int index, UniqueFd fd) {
   WEFT_RETURN_IF_ERROR(SetNonBlocking(fd.get()));
   WEFT_RETURN_IF_ERROR(SetNoDelay(fd.get()));
   const CongestionPolicy& cc = opt_.congestion;
-  if (!cc.algorithm.empty() &&
-      (!cc.this_host_only || opt_.same_host || PeerIsLoopback(fd.get()))) {
+  auto on_loopback = [&] {
+    Result<std::string> peer = PeerAddressOf(fd.get());
+    return peer.ok() && IsLoopbackHost(*peer);
+  };
+  if (!cc.algorithm.empty() && (!cc.this_host_only || opt_.same_host || on_loopback())) {
     // Not fatal: the socket works with the system's algorithm, only slower on loopback.
     Status st = SetCongestionControl(fd.get(), cc.algorithm);
     if (!st.ok()) {

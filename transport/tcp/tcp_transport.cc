@@ -181,13 +181,6 @@ Result<std::vector<std::string>> PublishedHosts() {
   return outer.empty() ? loopback : outer;
 }
 
-bool IsLoopback(const std::string& host) {
-  in_addr a{};
-  return host == "localhost" ||
-         (inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127) ||
-         host == "::1";
-}
-
 std::string RemoteAddressOf(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
@@ -464,7 +457,7 @@ Result<std::pair<UniqueFd, HostPort>> TcpTransportImpl::DialFirst(const PeerInfo
   const bool remote =
       !config_.host_id.empty() && !peer.host_id.empty() && peer.host_id != config_.host_id;
   for (const HostPort& hp : all) {
-    if (!(remote && IsLoopback(hp.host))) candidates.push_back(hp);
+    if (!(remote && IsLoopbackHost(hp.host))) candidates.push_back(hp);
   }
   if (candidates.empty()) candidates = all;
   const bool several = candidates.size() > 1;
