@@ -1,7 +1,9 @@
 // A preload library for the baselines (Open MPI, Gloo), never for weft: sets the TCP congestion
 // control named by WEFT_BENCH_BASELINE_CC on every TCP socket the program connects or accepts,
 // so scripts/bench.sh --baseline-cc can show how much of a TCP comparison is the congestion
-// control (weft uses cubic on loopback; the host's default may be bbr). Measurement only.
+// control (weft uses cubic on loopback; the host's default may be bbr). Measurement only. It sets
+// the option itself rather than through base/socket_util: loaded into other programs, it must
+// bring no weft code or static initialisers with it.
 //   LD_PRELOAD=build/bin/libbench_cc_preload.so WEFT_BENCH_BASELINE_CC=cubic mpirun ...
 #include <dlfcn.h>
 #include <netinet/in.h>
