@@ -22,18 +22,15 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
   if (n == 1) return Status::Ok();
   const internal::PowerOfTwoGroup g(n);
   uint8_t* tmp = ctx.Scratch(bytes, 0);
-  std::vector<Pending> ps;
-  ps.reserve(2);  // at most a receive and a send wait at once: one allocation per operation
+  Pending ps[2];  // at most a receive and a send wait at once (no allocation on this path)
 
   if (g.Folds(rank)) {
     if (rank % 2 == 0) {
-      WEFT_ASSIGN_OR_RETURN(Pending s, ctx.Send(rank + 1, acc, bytes, 0));
-      ps.push_back(s);
-      WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps));
+      WEFT_ASSIGN_OR_RETURN(ps[0], ctx.Send(rank + 1, acc, bytes, 0));
+      WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps, 1));
     } else {
-      WEFT_ASSIGN_OR_RETURN(Pending q, ctx.Recv(rank - 1, tmp, bytes, 0));
-      ps.push_back(q);
-      WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps));
+      WEFT_ASSIGN_OR_RETURN(ps[0], ctx.Recv(rank - 1, tmp, bytes, 0));
+      WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps, 1));
       ReduceInto(dtype, op, acc, acc, tmp, count);
     }
   }
@@ -43,11 +40,9 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
     int step = 1;
     for (int mask = 1; mask < g.p; mask <<= 1, ++step) {
       const int partner = g.RankOf(new_rank ^ mask);
-      WEFT_ASSIGN_OR_RETURN(Pending q, ctx.Recv(partner, tmp, bytes, step));
-      WEFT_ASSIGN_OR_RETURN(Pending s, ctx.Send(partner, acc, bytes, step));
-      ps.push_back(q);
-      ps.push_back(s);
-      WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps));
+      WEFT_ASSIGN_OR_RETURN(ps[0], ctx.Recv(partner, tmp, bytes, step));
+      WEFT_ASSIGN_OR_RETURN(ps[1], ctx.Send(partner, acc, bytes, step));
+      WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps, 2));
       ReduceInto(dtype, op, acc, acc, tmp, count);
     }
     if (op == ReduceOp::kAvg) DivideByCount(dtype, acc, count, n);
@@ -56,13 +51,11 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
   if (g.Folds(rank)) {
     const int kBackStep = 64;
     if (rank % 2 == 1) {
-      WEFT_ASSIGN_OR_RETURN(Pending s, ctx.Send(rank - 1, acc, bytes, kBackStep));
-      ps.push_back(s);
+      WEFT_ASSIGN_OR_RETURN(ps[0], ctx.Send(rank - 1, acc, bytes, kBackStep));
     } else {
-      WEFT_ASSIGN_OR_RETURN(Pending q, ctx.Recv(rank + 1, acc, bytes, kBackStep));
-      ps.push_back(q);
+      WEFT_ASSIGN_OR_RETURN(ps[0], ctx.Recv(rank + 1, acc, bytes, kBackStep));
     }
-    WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps));
+    WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps, 1));
   }
   return Status::Ok();
 }

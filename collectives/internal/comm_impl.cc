@@ -567,13 +567,19 @@ Status OpContext::WaitAt(std::vector<Pending>& ps, size_t i) {
 }
 
 Status OpContext::WaitAll(std::vector<Pending>& ps) {
-  for (size_t i = 0; i < ps.size(); ++i) {
+  Status s = WaitAll(ps.data(), ps.size());
+  ps.clear();
+  return s;
+}
+
+Status OpContext::WaitAll(Pending* ps, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
     Status s = Wait(ps[i]);
     if (s.ok()) continue;
     if (s.code() == StatusCode::kDeadlineExceeded && s.message().empty()) {
       std::vector<int> late;
       std::string transports;
-      for (size_t j = i; j < ps.size(); ++j) {
+      for (size_t j = i; j < n; ++j) {
         if (ps[j].req->Test()) continue;
         int w = comm_.world_rank_of(ps[j].peer);
         if (std::find(late.begin(), late.end(), w) == late.end()) late.push_back(w);
@@ -594,10 +600,10 @@ Status OpContext::WaitAll(std::vector<Pending>& ps) {
       s = DeadlineExceededError(msg.str());
       comm_.shared().Fail(s, late.size() == 1 ? late[0] : -1);
     }
-    ps.clear();
+    for (size_t j = 0; j < n; ++j) ps[j].req.reset();
     return s;
   }
-  ps.clear();
+  for (size_t j = 0; j < n; ++j) ps[j].req.reset();
   return Status::Ok();
 }
 

@@ -157,6 +157,9 @@ class OpContext {
   Status Wait(Pending& p);
   // Waits for all, in order; on timeout names every peer still outstanding. Clears the vector.
   Status WaitAll(std::vector<Pending>& ps);
+  // The same over ps[0..n) (a fixed array: no allocation on a small operation's path); drops
+  // the requests.
+  Status WaitAll(Pending* ps, size_t n);
   // Waits for ps[i], one of several an algorithm waits for in order, acting on each as it lands:
   // a timeout names every peer still outstanding from ps[i] on (as WaitAll does), not only the
   // first; the vector is then cleared.

@@ -418,6 +418,14 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   std::vector<Event> events_;
   std::vector<Event> drain_batch_;  // Drain()'s batch being handled; kept for its capacity
   uint64_t handled_ = 0;            // events handled, ever
+  // What a send UCP completed inside PostSend returns: a request already complete (OK) and
+  // shared, so the latency path allocates and completes no request of its own.
+  const std::shared_ptr<UcxRequest> done_ = [] {
+    auto r = std::make_shared<UcxRequest>(UcxRequest::Kind::kSend, -1, 0, 0,
+                                          std::weak_ptr<Progressor>());
+    r->Complete(Status::Ok());
+    return r;
+  }();
   int busy_ops_ = 0;                // sends, data receives, flushes and closes in flight
   UcxStats stats_;
 };
@@ -783,8 +791,6 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   if (!peer->failed.ok()) return peer->failed;
   if (!aborted_.ok()) return aborted_;
   if (peer->said_bye) return ByeStatus(peer);
-  auto req =
-      MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
   const uint64_t seq = peer->next_send_seq;
   const bool is_inline = size <= inline_bytes_;
   const CtrlHeader hdr{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size};
@@ -814,10 +820,11 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
       ++peer->next_send_seq;
       ++stats_.inline_sends;
       ++stats_.immediate_sends;
-      req->Complete(Status::Ok());
-      return RequestPtr(std::move(req));
+      return RequestPtr(done_);
     }
   }
+  auto req =
+      MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
   Op* op = NewOp(Op::Kind::kSend, peer);
   op->req = req;
   ++peer->next_send_seq;
