@@ -385,35 +385,41 @@ Status ReadFull(int fd, void* data, size_t len, Deadline deadline) {
 
 namespace {
 
-// The numeric host of a socket address, as inet_ntop writes it.
-std::string AddressText(const sockaddr_storage& ss) {
-  char buf[INET6_ADDRSTRLEN] = {0};
-  if (ss.ss_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
-  } else {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
+// The numeric host (as inet_ntop writes it) and port of a socket's own address (getsockname) or
+// its peer's (getpeername).
+Result<HostPort> AddressOf(int fd, bool peer) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if ((peer ? getpeername(fd, sa, &len) : getsockname(fd, sa, &len)) < 0) {
+    return ErrnoError(peer ? "getpeername" : "getsockname", errno);
   }
-  return std::string(buf);
+  char buf[INET6_ADDRSTRLEN] = {0};
+  int port = 0;
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
+    port = ntohs(a->sin6_port);
+  } else {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
+    port = ntohs(a->sin_port);
+  }
+  return HostPort{buf, port};
 }
 
 }  // namespace
 
 Result<std::string> LocalAddressOf(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
-    return ErrnoError("getsockname", errno);
-  }
-  return AddressText(ss);
+  WEFT_ASSIGN_OR_RETURN(HostPort hp, AddressOf(fd, /*peer=*/false));
+  return hp.host;
 }
 
 Result<std::string> PeerAddressOf(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
-    return ErrnoError("getpeername", errno);
-  }
-  return AddressText(ss);
+  WEFT_ASSIGN_OR_RETURN(HostPort hp, AddressOf(fd, /*peer=*/true));
+  return hp.host;
 }
+
+Result<HostPort> PeerHostPortOf(int fd) { return AddressOf(fd, /*peer=*/true); }
 
 }  // namespace weft

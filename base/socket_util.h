@@ -125,5 +125,7 @@ Status ReadFull(int fd, void* data, size_t len, Deadline deadline);
 Result<std::string> LocalAddressOf(int fd);
 // The address of a connected socket's peer, as LocalAddressOf writes it.
 Result<std::string> PeerAddressOf(int fd);
+// The same with the peer's port.
+Result<HostPort> PeerHostPortOf(int fd);
 
 }  // namespace weft

@@ -562,8 +562,9 @@ Status OpContext::WaitAt(std::vector<Pending>& ps, size_t i) {
   Status s = Wait(ps[i]);
   // Wait's bare timeout is WaitAll's cue to name the late peers.
   if (s.code() != StatusCode::kDeadlineExceeded || !s.message().empty()) return s;
-  ps.erase(ps.begin(), ps.begin() + static_cast<std::ptrdiff_t>(i));
-  return WaitAll(ps);
+  s = WaitAll(ps.data() + i, ps.size() - i);
+  ps.clear();
+  return s;
 }
 
 Status OpContext::WaitAll(std::vector<Pending>& ps) {
@@ -573,6 +574,7 @@ Status OpContext::WaitAll(std::vector<Pending>& ps) {
 }
 
 Status OpContext::WaitAll(Pending* ps, size_t n) {
+  Status result;
   for (size_t i = 0; i < n; ++i) {
     Status s = Wait(ps[i]);
     if (s.ok()) continue;
@@ -600,11 +602,11 @@ Status OpContext::WaitAll(Pending* ps, size_t n) {
       s = DeadlineExceededError(msg.str());
       comm_.shared().Fail(s, late.size() == 1 ? late[0] : -1);
     }
-    for (size_t j = 0; j < n; ++j) ps[j].req.reset();
-    return s;
+    result = std::move(s);
+    break;
   }
   for (size_t j = 0; j < n; ++j) ps[j].req.reset();
-  return Status::Ok();
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------------

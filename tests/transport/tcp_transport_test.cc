@@ -676,6 +676,12 @@ TEST(SocketUtil, LoopbackHostsAndPeerAddresses) {
   auto peer = PeerAddressOf(c->get());
   ASSERT_TRUE(peer.ok()) << peer.status().ToString();
   EXPECT_EQ(*peer, "127.0.0.1");
+  auto peer_port = PeerHostPortOf(c->get());
+  ASSERT_TRUE(peer_port.ok()) << peer_port.status().ToString();
+  EXPECT_EQ(peer_port->ToString(), "127.0.0.1:" + std::to_string(l->port));
+  auto local = LocalAddressOf(c->get());
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  EXPECT_EQ(*local, "127.0.0.1");
   EXPECT_FALSE(PeerAddressOf(l->fd.get()).ok());  // a listener has no peer
 }
 

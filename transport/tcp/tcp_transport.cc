@@ -182,21 +182,8 @@ Result<std::vector<std::string>> PublishedHosts() {
 }
 
 std::string RemoteAddressOf(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return "?";
-  char buf[INET6_ADDRSTRLEN] = {0};
-  int port = 0;
-  if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
-    port = ntohs(a->sin6_port);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
-    port = ntohs(a->sin_port);
-  }
-  return HostPort{buf, port}.ToString();
+  Result<HostPort> peer = PeerHostPortOf(fd);
+  return peer.ok() ? peer->ToString() : "?";
 }
 
 // Sends a few bytes that must fit an empty socket buffer at once (greeting, handshake reply).
