@@ -2,9 +2,10 @@
 # Runs weft side by side with Open MPI and Gloo on this machine, interleaved (A B A B ...) and
 # repeated, and writes a markdown table, a JSON summary and PNG plots (medians with min-max):
 #   float32 sum all-reduce, 2 and 4 ranks, shared memory and TCP over loopback, 8 B .. 256 MiB;
-#   broadcast, all-gather and reduce-scatter at 1 MiB and 64 MiB; the machine's limits (memory
-#   bandwidth with two streams, loopback TCP throughput).
-#   scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]] [--baseline-cc CC]
+#   broadcast, all-gather and reduce-scatter at 1 MiB and 64 MiB (--pairs back-to-back pairs of
+#   runs, default 5); the machine's limits (memory bandwidth with two streams, loopback TCP
+#   throughput).
+#   scripts/bench.sh [--repeats N] [--pairs N] [--quick] [--out DIR] [--ucx] [--netns [RATE]] [--baseline-cc CC]
 # --ucx adds weft over UCX against Open MPI's pml ucx with the same UCX_TLS (scripts/bench_ucx.sh,
 # into OUT/ucx.md); --netns adds the multi-host run over network namespaces, hierarchical against
 # the flat ring (scripts/bench_netns.sh into OUT/netns, links shaped to RATE when given, e.g.
@@ -14,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=3
+cell_repeats=5
 max=256M
 out=bench/results/latest
 ucx=0
@@ -28,10 +30,11 @@ while [ $# -gt 0 ]; do
       if [ $# -gt 1 ] && [[ "$2" == *bit ]]; then netns_rate=$2; shift; fi
       shift ;;
     --repeats) repeats=$2; shift 2 ;;
-    --quick) repeats=1; max=16M; shift ;;
+    --quick) repeats=1; cell_repeats=1; max=16M; shift ;;
+    --pairs) cell_repeats=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --baseline-cc) baseline_cc=$2; shift 2 ;;
-    *) echo "usage: scripts/bench.sh [--repeats N] [--quick] [--out DIR] [--ucx] [--netns [RATE]] [--baseline-cc CC]" >&2
+    *) echo "usage: scripts/bench.sh [--repeats N] [--pairs N] [--quick] [--out DIR] [--ucx] [--netns [RATE]] [--baseline-cc CC]" >&2
        exit 2 ;;
   esac
 done
@@ -103,17 +106,29 @@ for r in $(seq "$repeats"); do
     mpi_run "$np" tcp "$r" allreduce "${sweep[@]}"
     gloo_run "$np" "$r" allreduce "${sweep[@]}"
   done
-  echo "bench: repeat $r/$repeats, broadcast / all-gather / reduce-scatter"
+done
+
+# Broadcast, all-gather and reduce-scatter at 1 MiB and 64 MiB: each cell is a pair of short runs
+# back to back, repeated (cell_repeats, the library that goes first alternating), so that every
+# pair sees the host in one state and the report can take the median of the pairs' ratios.
+for r in $(seq "$cell_repeats"); do
+  echo "bench: pair $r/$cell_repeats, broadcast / all-gather / reduce-scatter"
+  "$bin/bench_cacheline" | tag cells "$r"
   for np in 2 4; do
     for coll in broadcast allgather reducescatter; do
       # MPI_Bcast has one buffer: the comparable weft call is the in-place broadcast (out of
       # place, the root would also copy its input to its output).
       place=()
       if [ "$coll" = broadcast ]; then place=(--in-place); fi
-      weft_run "$np" shm "$r" "$coll" -b 1M -e 64M -f 64 "${place[@]}"
-      mpi_run "$np" shm "$r" "$coll" -b 1M -e 64M -f 64
-      weft_run "$np" tcp "$r" "$coll" -b 1M -e 64M -f 64 "${place[@]}"
-      mpi_run "$np" tcp "$r" "$coll" -b 1M -e 64M -f 64
+      for t in shm tcp; do
+        if ((r % 2)); then
+          weft_run "$np" "$t" "$r" "$coll" -b 1M -e 64M -f 64 -n 20 "${place[@]}"
+          mpi_run "$np" "$t" "$r" "$coll" -b 1M -e 64M -f 64 -n 20
+        else
+          mpi_run "$np" "$t" "$r" "$coll" -b 1M -e 64M -f 64 -n 20
+          weft_run "$np" "$t" "$r" "$coll" -b 1M -e 64M -f 64 -n 20 "${place[@]}"
+        fi
+      done
     done
   done
 done
