@@ -604,6 +604,78 @@ TEST(TcpTransport, MismatchedSocketCountIsReportedClearly) {
   EXPECT_NE(sb.message().find("rank 0 did not connect"), std::string::npos) << sb.message();
 }
 
+// Connects ranks 0 and 1 (both listening on loopback, both with host id "tcp-test-host", socket
+// count from WEFT_TCP_SOCKETS) where each sees the other under the host id given for it; returns
+// both Connect() results' statuses and the pair's sockets (both ends, this process holds them).
+struct AutoPair {
+  Status s0, s1;
+  int sockets_at_1 = 0;
+};
+AutoPair ConnectAutoPair(const std::string& host_seen_by_0, const std::string& host_seen_by_1) {
+  AutoPair out;
+  const std::string job = NewJobId();
+  auto a = CreateTcpTransport(Config(0, 2, job, /*sockets=*/0, 0));
+  auto b = CreateTcpTransport(Config(1, 2, job, /*sockets=*/0, 0));
+  if (!a.ok() || !b.ok()) {
+    out.s0 = a.ok() ? b.status() : a.status();
+    return out;
+  }
+  auto addr_a = (*a)->Listen();
+  auto addr_b = (*b)->Listen();
+  if (!addr_a.ok() || !addr_b.ok()) {
+    out.s0 = addr_a.ok() ? addr_b.status() : addr_a.status();
+    return out;
+  }
+  std::vector<std::unique_ptr<Endpoint>> eps_a, eps_b;
+  std::thread ta([&] {
+    auto eps = (*a)->Connect({PeerInfo{1, host_seen_by_0, 0, *addr_b}}, Deadline::AfterMs(3000));
+    out.s0 = eps.ok() ? Status() : eps.status();
+    if (eps.ok()) eps_a = std::move(*eps);
+  });
+  auto eps = (*b)->Connect({PeerInfo{0, host_seen_by_1, 0, *addr_a}}, Deadline::AfterMs(2000));
+  out.s1 = eps.ok() ? Status() : eps.status();
+  if (eps.ok()) eps_b = std::move(*eps);
+  ta.join();
+  out.sockets_at_1 = static_cast<int>(CongestionOfSocketsAt(ListenPort(*addr_b)).size());
+  return out;
+}
+
+TEST(TcpTransport, AutoGivesOneSocketToAPeerOnThisHostAndTwoToOthers) {
+  if (std::getenv("WEFT_TCP_SOCKETS") != nullptr) GTEST_SKIP() << "WEFT_TCP_SOCKETS is set";
+  AutoPair same = ConnectAutoPair("tcp-test-host", "tcp-test-host");
+  ASSERT_TRUE(same.s0.ok() && same.s1.ok()) << same.s0.ToString() << " / " << same.s1.ToString();
+  EXPECT_EQ(same.sockets_at_1, 2);  // one connection, both of its ends
+  AutoPair other = ConnectAutoPair("another-host", "another-host");
+  ASSERT_TRUE(other.s0.ok() && other.s1.ok()) << other.s0.ToString() << " / " << other.s1.ToString();
+  EXPECT_EQ(other.sockets_at_1, 4);
+}
+
+TEST(TcpTransport, PairThatDisagreesOnTheHostIsRefusedOnBothSides) {
+  if (std::getenv("WEFT_TCP_SOCKETS") != nullptr) GTEST_SKIP() << "WEFT_TCP_SOCKETS is set";
+  // Rank 0 sees rank 1 on its own host and dials one socket; rank 1 sees rank 0 elsewhere and
+  // expects two.
+  AutoPair p = ConnectAutoPair("tcp-test-host", "another-host");
+  ASSERT_FALSE(p.s0.ok());
+  EXPECT_NE(p.s0.message().find("sockets per peer differ"), std::string::npos) << p.s0.message();
+  ASSERT_FALSE(p.s1.ok());
+  EXPECT_NE(p.s1.message().find("rank 0"), std::string::npos) << p.s1.message();
+  EXPECT_NE(p.s1.message().find("0 of 2 sockets"), std::string::npos) << p.s1.message();
+}
+
+TEST(TcpTransportDeathTest, MalformedSocketsKnobFailsCreationNamingIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: the knob is read once
+  for (const char* bad : {"abc", "0", "65", "2x"}) {
+    EXPECT_EXIT(
+        {
+          setenv("WEFT_TCP_SOCKETS", bad, 1);
+          auto t = CreateTcpTransport(Config(0, 2, NewJobId(), 0, 0));
+          std::fprintf(stderr, "%s\n", t.ok() ? "created" : t.status().message().c_str());
+          std::exit(t.ok() ? 0 : 3);
+        },
+        testing::ExitedWithCode(3), std::string("WEFT_TCP_SOCKETS=") + bad + ": want 1..64 or auto");
+  }
+}
+
 // Not an assertion: prints 64 MiB ping-pong bandwidth and small-message round-trip latency.
 TEST(TcpTransport, ThroughputPrint) {
   constexpr size_t kBytes = 64 << 20;

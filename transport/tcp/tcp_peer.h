@@ -170,6 +170,8 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   TcpPeer& operator=(const TcpPeer&) = delete;
 
   int rank() const { return opt_.rank; }
+  int num_sockets() const { return opt_.num_sockets; }
+  bool same_host() const { return opt_.same_host; }
   // "rank 3 (tcp 127.0.0.1:4711)"
   const std::string& name() const { return name_; }
 

@@ -40,7 +40,9 @@ struct TcpTransportOptions {
 //     wants another rank, or arrives once Connect() is done.
 //   - Connect() may be called once; after it fails the transport is spent. Of each pair the
 //     lower rank dials the higher one with config.tcp_sockets_per_peer sockets (else
-//     WEFT_TCP_SOCKETS); both sides must agree. Of several peer addresses, the first that
+//     WEFT_TCP_SOCKETS; its default, auto, is 1 to a peer whose host id is this rank's and 2 to
+//     any other); both sides must agree, and a dialer with another count is refused naming both.
+//     Of several peer addresses, the first that
 //     connects and authenticates as that peer is kept for all the pair's sockets (loopback ones
 //     are skipped for a peer with another host_id, unless they are all it has); each attempt is
 //     bounded by a few seconds and all by the deadline. Errors name the ranks that did not
