@@ -60,7 +60,8 @@ export BENCH_BASELINE_CC="$baseline_cc"  # for the report
 sweep=(-b 8 -e "$max" -f 2)
 
 # Adds the transport and repeat to each JSON line a program prints.
-tag() { sed -n "s/^{/{\"transport\":\"$1\",\"repeat\":$2,/p" >> "$raw"; }
+# (PHASE, when set, is recorded too: the paired runs carry "phase":"pairs".)
+tag() { sed -n "s/^{/{\"transport\":\"$1\",\"repeat\":$2,${PHASE:+\"phase\":\"$PHASE\",}/p" >> "$raw"; }
 
 weft_run() {  # np transport repeat collective args...
   local np=$1 t=$2 r=$3 coll=$4; shift 4
@@ -114,6 +115,16 @@ done
 for r in $(seq "$cell_repeats"); do
   echo "bench: pair $r/$cell_repeats, broadcast / all-gather / reduce-scatter"
   "$bin/bench_cacheline" | tag cells "$r"
+  # The 8-byte all-reduce of 2 ranks, the latency targets, as pairs too (2000 timed iterations).
+  for t in shm tcp; do
+    if ((r % 2)); then
+      PHASE=pairs weft_run 2 "$t" "$r" allreduce -b 8 -e 8 -n 200
+      PHASE=pairs mpi_run 2 "$t" "$r" allreduce -b 8 -e 8 -n 200
+    else
+      PHASE=pairs mpi_run 2 "$t" "$r" allreduce -b 8 -e 8 -n 200
+      PHASE=pairs weft_run 2 "$t" "$r" allreduce -b 8 -e 8 -n 200
+    fi
+  done
   for np in 2 4; do
     for coll in broadcast allgather reducescatter; do
       # MPI_Bcast has one buffer: the comparable weft call is the in-place broadcast (out of
