@@ -627,15 +627,20 @@ AutoPair ConnectAutoPair(const std::string& host_seen_by_0, const std::string& h
     return out;
   }
   std::vector<std::unique_ptr<Endpoint>> eps_a, eps_b;
-  std::thread ta([&] {
-    auto eps = (*a)->Connect({PeerInfo{1, host_seen_by_0, 0, *addr_b}}, Deadline::AfterMs(3000));
-    out.s0 = eps.ok() ? Status() : eps.status();
-    if (eps.ok()) eps_a = std::move(*eps);
+  // Rank 1 (the one dialed) enters Connect() first, so it knows what rank 0 should send when its
+  // sockets arrive and can refuse them at the handshake; a socket that arrives before Connect()
+  // is only checked once Connect() knows the peer (the dialer then learns of it as a closed
+  // connection, not from the handshake).
+  std::thread tb([&] {
+    auto eps = (*b)->Connect({PeerInfo{0, host_seen_by_1, 0, *addr_a}}, Deadline::AfterMs(2000));
+    out.s1 = eps.ok() ? Status() : eps.status();
+    if (eps.ok()) eps_b = std::move(*eps);
   });
-  auto eps = (*b)->Connect({PeerInfo{0, host_seen_by_1, 0, *addr_a}}, Deadline::AfterMs(2000));
-  out.s1 = eps.ok() ? Status() : eps.status();
-  if (eps.ok()) eps_b = std::move(*eps);
-  ta.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto eps = (*a)->Connect({PeerInfo{1, host_seen_by_0, 0, *addr_b}}, Deadline::AfterMs(3000));
+  out.s0 = eps.ok() ? Status() : eps.status();
+  if (eps.ok()) eps_a = std::move(*eps);
+  tb.join();
   out.sockets_at_1 = static_cast<int>(CongestionOfSocketsAt(ListenPort(*addr_b)).size());
   return out;
 }

@@ -91,10 +91,10 @@ constexpr auto kDialAttempt = std::chrono::milliseconds(2500);
 // WEFT_TCP_SOCKETS: {to peers on other hosts, to peers on this host}. "auto" gives a peer on this
 // host one socket: the pair's traffic is then the kernel copying between two processes, bounded
 // by the CPUs, not by any one connection, and a second socket only adds streams for the same
-// cores to serve (2 ranks over loopback, 12 interleaved pairs with the vCPUs together, one
-// socket against two: 64 MiB all-reduce 1.18x faster, all-gather 1.09x, 16 MiB all-reduce
-// 1.20x; 256 KiB to 1 MiB level; see the README). Across hosts two sockets keep one slow
-// connection from pacing the rest.
+// cores to serve (2 ranks over loopback, interleaved, one socket against two: 64 MiB all-reduce
+// 1.18x faster in 11 of 12 rounds, all-gather 1.09x in 11 of 12, reduce-scatter 1.11x in 15 of
+// 16; 256 KiB to 1 MiB within a few percent either way; see the README). Across hosts two
+// sockets keep one slow connection from pacing the rest.
 Result<std::pair<int, int>> ParseSocketsKnob(const std::string& value) {
   if (value == "auto") return std::make_pair(2, 1);
   char* end = nullptr;
