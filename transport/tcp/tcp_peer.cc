@@ -40,6 +40,17 @@ constexpr size_t kInlineSendBudget = 4 << 20;
 // 4 MiB level (-6%, +5%, -2%). Larger pieces of a ring still stream in on the progress thread
 // while the caller reduces the previous one (4 ranks, 64 MiB: 116-120 ms so, 120-138 without).
 constexpr size_t kPollModeMaxBytes = 512 << 10;
+// A large receive (kPollModeMaxBytes and up) from a peer this rank has sent nothing large to
+// for this long is one end of a one-way stream (a broadcast's receiver, a pipeline stage): its
+// waiter sleeps at once instead of spinning, where ranks fit the cores. Spinning there only kept
+// this rank's progress thread, which reads large receives and is bound to the same CPU, off the
+// core: a scheduler trace of back-to-back 1 MiB broadcasts showed a receiver's main thread on
+// its CPU for 2.3 ms at a stretch while the root's CPU sat idle. 2 ranks over loopback, 8
+// interleaved rounds with the vCPUs together: 1 MiB broadcast p50 149-191 against 168-216 us
+// (7 of 8); 64 MiB broadcast 1.13x with the vCPUs apart (5 of 6). In an exchange (ring,
+// reduce-scatter, all-gather with 2 ranks) the waiter also sends to the peer and keeps spinning,
+// reading the data itself: sleeping there lost up to 21% (1 MiB reduce-scatter).
+constexpr auto kStreamQuiet = std::chrono::milliseconds(1);
 // A waiter's poll reads sockets other than socket 0 once in this many polls while no message is
 // under way (TcpPeer::ServiceLocked).
 constexpr uint64_t kSparePollEvery = 8;
@@ -158,6 +169,12 @@ void TcpPeer::CloseSocket(PeerSocket& s) {
   s.staged_begin = s.staged_end = 0;
 }
 
+int64_t TcpPeer::RecvSpinUsLocked(size_t size) const {
+  if (!opt_.spin_tight || size < kPollModeMaxBytes) return opt_.wait_spin_us;
+  const auto since_send = Clock::now().time_since_epoch() - Clock::duration(last_send_ns_);
+  return since_send > kStreamQuiet ? 0 : opt_.wait_spin_us;
+}
+
 Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag) {
   if (data == nullptr && size > 0) {
     return InvalidArgumentError("PostSend: null buffer of " + std::to_string(size) + " bytes for " +
@@ -172,6 +189,7 @@ Result<RequestPtr> TcpPeer::PostSend(const void* data, size_t size, uint64_t tag
   op->data = static_cast<const char*>(data);
   op->size = size;
   op->seq = next_send_seq_++;
+  if (size >= kPollModeMaxBytes) last_send_ns_ = Clock::now().time_since_epoch().count();
   op->tag = tag;
   send_queue_.push_back(std::move(op));
   // Writing on the caller's thread saves small messages the hand-off to the progress thread
@@ -188,7 +206,7 @@ Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return error_;
   auto req = MakeRecycled<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size,
-                                      weak_from_this(), opt_.wait_spin_us);
+                                      weak_from_this(), RecvSpinUsLocked(size));
   auto it = unexpected_.find(tag);
   if (it != unexpected_.end()) {
     InMessage* m = it->second.front();

@@ -176,6 +176,8 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   const std::string& name() const { return name_; }
 
   Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag);
+  // How long a Wait() on a receive of `size` bytes spins (mu_ held).
+  int64_t RecvSpinUsLocked(size_t size) const;
   Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag);
   // Fails every pending request with `why`, closes the sockets and refuses new requests.
   void Abort(const Status& why);
@@ -274,6 +276,7 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   std::atomic<int> spinners_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<int64_t> last_spin_end_ns_{0};  // Clock time, since its epoch
+  int64_t last_send_ns_ = 0;  // Clock time a send of kPollModeMaxBytes or more was last posted; mu_
   Status error_;                              // sticky: set when the connection is lost or aborted
   bool aborted_ = false;                      // Abort(): refuse even messages that had arrived
   // Send side.

@@ -49,7 +49,9 @@ struct TcpTransportOptions {
 //     connect and, for a dialed peer, every address tried with its own failure.
 //   - Requests complete on the progress thread; Test() only observes. Wait() spins briefly
 //     (WEFT_TCP_WAIT_SPIN_US), moving its peer's ready data itself while it does so (this saves
-//     two thread wake-ups per small message), then sleeps on a futex.
+//     two thread wake-ups per small message), then sleeps on a futex. Where ranks fit the cores,
+//     a wait on a receive of 512 KiB or more from a peer this rank has sent nothing that large to
+//     in the last millisecond (one end of a one-way stream) sleeps at once.
 //   - A peer whose socket fails (reset, truncated chunk, protocol violation) or whose sockets all
 //     close fails its pending requests with Unavailable naming rank, transport and address;
 //     messages that had fully arrived stay receivable. Abort() fails everything with its status,
