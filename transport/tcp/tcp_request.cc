@@ -10,7 +10,9 @@ namespace {
 
 WEFT_ENV_KNOB(kWaitSpinUs, "WEFT_TCP_WAIT_SPIN_US", "50",
               "microseconds a TCP request Wait() spins (polling its peer) before it sleeps; "
-              "where ranks outnumber cores, at least 2000 unless set");
+              "where ranks outnumber cores, at least 2000 unless set. Where ranks fit the "
+              "cores, a receive of 512 KiB or more from a peer this rank has sent nothing that "
+              "large to in the last millisecond (one end of a one-way stream) does not spin");
 
 }  // namespace
 
