@@ -34,6 +34,11 @@ namespace {
 
 constexpr char kSecret[] = "tcp-test-secret";
 
+// Transports created here with no socket count (config 0) read WEFT_TCP_SOCKETS, which a process
+// reads once; pin it to its default before any test runs, so the auto tests test auto whatever
+// the caller's environment says (the death test sets its own values in fresh processes).
+const bool kSocketsKnobPinned = [] { return setenv("WEFT_TCP_SOCKETS", "auto", 1) == 0; }();
+
 std::string NewJobId() {
   static std::atomic<int> counter{0};
   return "tcptest" + std::to_string(getpid()) + "x" + std::to_string(counter++);
@@ -646,7 +651,7 @@ AutoPair ConnectAutoPair(const std::string& host_seen_by_0, const std::string& h
 }
 
 TEST(TcpTransport, AutoGivesOneSocketToAPeerOnThisHostAndTwoToOthers) {
-  if (std::getenv("WEFT_TCP_SOCKETS") != nullptr) GTEST_SKIP() << "WEFT_TCP_SOCKETS is set";
+  ASSERT_TRUE(kSocketsKnobPinned);
   AutoPair same = ConnectAutoPair("tcp-test-host", "tcp-test-host");
   ASSERT_TRUE(same.s0.ok() && same.s1.ok()) << same.s0.ToString() << " / " << same.s1.ToString();
   EXPECT_EQ(same.sockets_at_1, 2);  // one connection, both of its ends
@@ -656,7 +661,7 @@ TEST(TcpTransport, AutoGivesOneSocketToAPeerOnThisHostAndTwoToOthers) {
 }
 
 TEST(TcpTransport, PairThatDisagreesOnTheHostIsRefusedOnBothSides) {
-  if (std::getenv("WEFT_TCP_SOCKETS") != nullptr) GTEST_SKIP() << "WEFT_TCP_SOCKETS is set";
+  ASSERT_TRUE(kSocketsKnobPinned);
   // Rank 0 sees rank 1 on its own host and dials one socket; rank 1 sees rank 0 elsewhere and
   // expects two.
   AutoPair p = ConnectAutoPair("tcp-test-host", "another-host");

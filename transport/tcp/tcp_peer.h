@@ -176,8 +176,6 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   const std::string& name() const { return name_; }
 
   Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag);
-  // How long a Wait() on a receive of `size` bytes spins (mu_ held).
-  int64_t RecvSpinUsLocked(size_t size) const;
   Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag);
   // Fails every pending request with `why`, closes the sockets and refuses new requests.
   void Abort(const Status& why);
@@ -223,6 +221,8 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   void WantWriteLocked();
 
   // All below run with mu_ held.
+  // How long a Wait() on a receive of `size` bytes spins (kStreamQuiet in tcp_peer.cc).
+  int64_t RecvSpinUsLocked(size_t size) const;
   // Reads every readable socket (all of them if `all`) and writes queued chunks; true when the
   // budget ran out with work left.
   bool ServiceLocked(bool all);
