@@ -144,6 +144,7 @@ struct Op {
     peer = p;
     live_prev = live_next = peer_prev = peer_next = nullptr;
     in_flight = false;
+    called = false;
     req.reset();
     parts = 0;
     ucp_reqs[0] = ucp_reqs[1] = nullptr;
@@ -167,6 +168,7 @@ struct Op {
   Op* peer_prev = nullptr;
   Op* peer_next = nullptr;
   bool in_flight = false;
+  bool called = false;  // a UCP callback of this op ran (perhaps inside the call that started it)
   std::shared_ptr<UcxRequest> req;
   int parts = 0;                           // UCP requests not yet completed
   void* ucp_reqs[2] = {nullptr, nullptr};  // in flight; null once their callback ran
@@ -327,6 +329,7 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
     if (info != nullptr) ev.info = *info;
     ev.part = (request != nullptr && op->ucp_reqs[1] == request) ? 1 : 0;
     op->ucp_reqs[ev.part] = nullptr;
+    op->called = true;
     events_.push_back(ev);
   }
   void PushPeerError(Peer* peer, ucp_ep_h ep, ucs_status_t status) {
@@ -767,9 +770,13 @@ void Core::StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask)
   param.datatype = ucp_dt_make_contig(1);
   ++op->parts;
   TrackInFlight(op);
+  op->called = false;
   ucs_status_ptr_t r = ucp_tag_recv_nbx(worker_, buf, len, tag, mask, &param);
   if (UCS_PTR_IS_PTR(r)) {
-    op->ucp_reqs[0] = r;
+    // A message already here (UCP's unexpected queue) may complete the receive inside the call,
+    // callback included (UCP_OP_ATTR_FLAG_NO_IMM_CMPL allows it): the event then holds the
+    // request, which is no longer ours to cancel.
+    if (!op->called) op->ucp_reqs[0] = r;
     return;
   }
   Event ev;  // an error: not even a request
