@@ -1,11 +1,12 @@
 // All-reduce for large messages among ranks of one host, through the local arena.
-//   Schedule, per chunk of the vector (one arena slot): every rank copies its chunk into its slot
-//   and raises ready; when all are up, rank r reduces sub-block r of the chunk across all n slots
-//   (in rank order) straight into the shared result buffer and raises part; when all parts are
-//   up, every rank copies the whole reduced chunk to its output and raises done. Slots alternate
-//   by parity, so one chunk's copy-out overlaps the next chunk's copy-in. The reduction reads the
-//   slots where the peers wrote them: reduction fused with the transfer, one copy in, one out.
-//   Cost per rank: 2·α_cacheline per chunk + N/B_copy (in) + N/B_reduce + N/B_copy (out).
+//   Schedule, per chunk of the vector (one arena slot): every rank copies its chunk into its slot,
+//   all but the sub-block it reduces itself, and raises ready; when all are up, rank r reduces
+//   sub-block r of the chunk across all n ranks (in rank order: the peers' slots, its own input)
+//   straight into the shared result buffer and raises part; when all parts are up, every rank
+//   copies the whole reduced chunk to its output and raises done. Slots alternate by parity, so
+//   one chunk's copy-out overlaps the next chunk's copy-in. The reduction reads the slots where
+//   the peers wrote them: reduction fused with the transfer, one copy in, one out.
+//   Cost per rank: 2·α_cacheline per chunk + (n-1)/n·N/B_copy (in) + N/B_reduce + N/B_copy (out).
 #include <algorithm>
 #include <cstring>
 
@@ -35,19 +36,26 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
     const size_t len = std::min(chunk, count - off);
     const uint64_t seq = arena.NextSeq();
     WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
-    fill.Copy(arena.Slot(rank, seq), in + off * es, len * es);
-    ctx.ArenaWrote(len * es);
+    const internal::Block b = internal::EvenBlocks(len, n)[rank];
+    const size_t at = b.offset * es, end = at + b.count * es;
+    // The peers read only their own sub-blocks of this slot; this rank's sub-block it reduces
+    // straight from its input, so that part is not copied in (2 ranks: half the copying in).
+    uint8_t* slot = arena.Slot(rank, seq);
+    fill.Copy(slot, in + off * es, at);
+    fill.Copy(slot + end, in + off * es + end, len * es - end);
+    ctx.ArenaWrote(len * es - (end - at));
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
-    const internal::Block b = internal::EvenBlocks(len, n)[rank];
     if (b.count > 0) {
-      uint8_t* res = arena.ResultSlot(seq) + b.offset * es;
-      const size_t at = b.offset * es;
+      uint8_t* res = arena.ResultSlot(seq) + at;
+      const uint8_t* own = in + off * es + at;
+      auto src = [&](int r) { return r == rank ? own : arena.Slot(r, seq) + at; };
       if (n == 1) {
-        std::memcpy(res, arena.Slot(0, seq) + at, b.count * es);
+        std::memcpy(res, own, b.count * es);
       } else {
-        ReduceInto(dtype, op, res, arena.Slot(0, seq) + at, arena.Slot(1, seq) + at, b.count);
-        for (int r = 2; r < n; ++r) ReduceInto(dtype, op, res, res, arena.Slot(r, seq) + at, b.count);
+        // In rank order, as before: the same result bit for bit.
+        ReduceInto(dtype, op, res, src(0), src(1), b.count);
+        for (int r = 2; r < n; ++r) ReduceInto(dtype, op, res, res, src(r), b.count);
       }
       if (op == ReduceOp::kAvg) DivideByCount(dtype, res, b.count, n);
       ctx.ArenaWrote(b.count * es);

@@ -1,8 +1,9 @@
 // Reduce-scatter among ranks of one host, through the local arena.
-//   Schedule, per chunk position c: every rank copies chunk c of each of its n blocks into its
-//   slot (n sub-chunks) and raises ready; when all are up, rank r reduces sub-chunk r across all
-//   slots (in rank order) straight into its output and raises done.
-//   Cost per chunk: α_cacheline + n·c/B_copy (in) + n·c/B_reduce, c the sub-chunk size.
+//   Schedule, per chunk position c: every rank copies chunk c of each of the peers' n-1 blocks
+//   into its slot (its own block too when in place) and raises ready; when all are up, rank r
+//   reduces sub-chunk r across all n ranks (in rank order: the peers' slots, its own input)
+//   straight into its output and raises done.
+//   Cost per chunk: α_cacheline + (n-1)·c/B_copy (in) + n·c/B_reduce, c the sub-chunk size.
 #include <algorithm>
 #include <cstring>
 
@@ -23,27 +24,34 @@ Status ReduceScatterShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size
   const size_t sub = std::max<size_t>(1, arena.slot_bytes() / n / es);  // elements per sub-chunk
   const auto* in = static_cast<const uint8_t*>(sendbuf);
   auto* out = static_cast<uint8_t*>(recvbuf);
-  // In place, recvbuf is block `rank` of sendbuf: its chunks are copied into the slot before the
-  // result overwrites them, chunk by chunk.
+  // The peers read only their own sub-chunks of this rank's slot, so this rank's own block is
+  // reduced straight from its input and not copied in. In place, recvbuf is block `rank` of
+  // sendbuf, which the partial sums of ranks before this one overwrite before its turn in the
+  // rank order comes: there it is copied into the slot first, chunk by chunk.
+  const bool copy_own = static_cast<const void*>(in + rank * block) == recvbuf;
   for (size_t off = 0; off < recvcount || (off == 0 && recvcount == 0); off += sub) {
     const size_t len = std::min(sub, recvcount - off);
     const uint64_t seq = arena.NextSeq();
     WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
     uint8_t* mine = arena.Slot(rank, seq);
     for (int b = 0; b < n && len > 0; ++b) {
+      if (b == rank && !copy_own) continue;
       std::memcpy(mine + b * len * es, in + b * block + off * es, len * es);
     }
-    ctx.ArenaWrote(n * len * es);
+    ctx.ArenaWrote((copy_own ? n : n - 1) * len * es);
     arena.Set(Flag::kReady, seq);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
     if (len > 0) {
       uint8_t* dst = out + off * es;
       const size_t at = rank * len * es;
+      const uint8_t* own = copy_own ? mine + at : in + rank * block + off * es;
+      auto src = [&](int r) { return r == rank ? own : arena.Slot(r, seq) + at; };
       if (n == 1) {
-        std::memcpy(dst, arena.Slot(0, seq) + at, len * es);
+        std::memcpy(dst, own, len * es);
       } else {
-        ReduceInto(dtype, op, dst, arena.Slot(0, seq) + at, arena.Slot(1, seq) + at, len);
-        for (int r = 2; r < n; ++r) ReduceInto(dtype, op, dst, dst, arena.Slot(r, seq) + at, len);
+        // In rank order: the same result bit for bit wherever this rank's part comes from.
+        ReduceInto(dtype, op, dst, src(0), src(1), len);
+        for (int r = 2; r < n; ++r) ReduceInto(dtype, op, dst, dst, src(r), len);
       }
       if (op == ReduceOp::kAvg) DivideByCount(dtype, dst, len, n);
     }
