@@ -164,10 +164,11 @@ TEST(ArenaMetrics, ArenaAlgorithmsCountWhatTheyWrite) {
                   static_cast<uint64_t>(n));
         EXPECT_EQ(metrics::LatencyCount(Op::kBroadcast, Algo::kShm, "arena") - bcast0,
                   static_cast<uint64_t>(n));
-        // shm_direct: each rank writes its vector once. shm_chunked: each rank writes its
-        // whole input and, together, the ranks write every result element once. Broadcast:
-        // the root writes the message once.
-        const uint64_t expected = n * kOps * small * 4 + (n + 1) * large * 4 + bcast;
+        // shm_direct: each rank writes its vector once. shm_chunked: each rank writes its input
+        // but the part it reduces itself ((n-1)/n of it, n-1 inputs' worth in all) and,
+        // together, the ranks write every result element once. Broadcast: the root writes the
+        // message once.
+        const uint64_t expected = n * kOps * small * 4 + n * large * 4 + bcast;
         EXPECT_EQ(metrics::SentBytes("arena", PeerClass::kSameHost) - arena0, expected);
         // The arena moved everything: nothing went through the shm transport.
         EXPECT_EQ(metrics::SentBytes("shm", PeerClass::kSameHost), shm0);
