@@ -70,7 +70,8 @@ struct CommOptions {
   int tcp_sockets_per_peer = 0;
   size_t tcp_chunk_bytes = 0;
   std::string listen_host;
-  // Slot size of the intra-host shared-memory arena; 0 takes WEFT_SHM_COLL_CHUNK_BYTES.
+  // Slot size of the intra-host shared-memory arena; 0 takes WEFT_SHM_COLL_CHUNK_BYTES (auto:
+  // by the number of ranks on the host).
   size_t shm_coll_chunk_bytes = 0;
   // Whether ranks sharing a host use the arena: 1 yes, 0 no, -1 takes WEFT_SHM_COLL.
   int shm_coll = -1;

@@ -255,6 +255,15 @@ TEST(Cli, EnvListsKnobsAndBadCommandsAreRefused) {
   EXPECT_NE(out.find("unknown data type 'float128'"), std::string::npos) << out;
   EXPECT_EQ(WaitFor(Spawn({Bin(), "bench", "broadcast", "--in-place"}, {}), 10000, &out), 2);
   EXPECT_NE(out.find("--in-place goes with --latency"), std::string::npos) << out;
+  // A malformed arena slot size fails the job, naming the knob (no silent default).
+  int rc = WaitFor(Spawn({Bin(), "run", "-n", "2", "--transport", "shm", "--", Bin(), "bench",
+                          "allreduce", "-b", "8", "-e", "8", "-n", "1", "-w", "0"},
+                         {{"WEFT_SHM_COLL_CHUNK_BYTES", "lots"}}),
+                   60000, &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(out.find("WEFT_SHM_COLL_CHUNK_BYTES=lots: want a size (e.g. 256K, 1M) or auto"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace
