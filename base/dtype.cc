@@ -2,24 +2,6 @@
 
 namespace weft {
 
-size_t DTypeSize(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return 4;
-    case DType::kFloat64: return 8;
-    case DType::kFloat16: return 2;
-    case DType::kBFloat16: return 2;
-    case DType::kInt8: return 1;
-    case DType::kUint8: return 1;
-    case DType::kInt32: return 4;
-    case DType::kInt64: return 8;
-  }
-  return 0;
-}
-
-bool IsValidDType(DType dtype) { return DTypeSize(dtype) != 0; }
-bool IsValidReduceOp(ReduceOp op) {
-  return static_cast<int>(op) >= 0 && static_cast<int>(op) < kNumReduceOps;
-}
 bool IsFloatingPoint(DType d) {
   return d == DType::kFloat32 || d == DType::kFloat64 || d == DType::kFloat16 ||
          d == DType::kBFloat16;

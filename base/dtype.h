@@ -25,10 +25,16 @@ inline constexpr int kNumDTypes = 8;
 enum class ReduceOp : int { kSum = 0, kProd = 1, kMin = 2, kMax = 3, kAvg = 4 };
 inline constexpr int kNumReduceOps = 5;
 
-// Bytes per element; 0 for a value outside the enum.
-size_t DTypeSize(DType dtype);
-bool IsValidDType(DType dtype);
-bool IsValidReduceOp(ReduceOp op);
+// Bytes per element; 0 for a value outside the enum. Inline: every operation's entry asks.
+inline constexpr size_t DTypeSize(DType dtype) {
+  constexpr size_t kSizes[kNumDTypes] = {4, 8, 2, 2, 1, 1, 4, 8};
+  const auto i = static_cast<unsigned>(dtype);
+  return i < static_cast<unsigned>(kNumDTypes) ? kSizes[i] : 0;
+}
+inline constexpr bool IsValidDType(DType dtype) { return DTypeSize(dtype) != 0; }
+inline constexpr bool IsValidReduceOp(ReduceOp op) {
+  return static_cast<unsigned>(op) < static_cast<unsigned>(kNumReduceOps);
+}
 bool IsFloatingPoint(DType dtype);
 // nccl-tests' short names: "float", "double", "half", "bfloat16", "int8", "uint8", "int32", "int64".
 std::string_view DTypeName(DType dtype);

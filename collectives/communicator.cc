@@ -234,32 +234,29 @@ Result<Work> Communicator::GroupEnd() { return impl_->GroupEnd(); }
 
 namespace {
 
+// Argument checks at every operation's entry. The checks themselves are inline compares; the
+// messages are built out of line, on the cold path, so the latency path carries none of it.
 class Checker {
  public:
   Checker(const char* op, int rank) : op_(op), rank_(rank) {}
   Status Count(int64_t count, const char* what = "count") const {
-    if (count < 0) return Bad(std::string(what) + " " + std::to_string(count));
+    if (count < 0) [[unlikely]] return BadCount(count, what);
     return Status::Ok();
   }
   Status Type(DType d) const {
-    if (!IsValidDType(d)) return Bad("unknown data type " + std::to_string(static_cast<int>(d)));
+    if (!IsValidDType(d)) [[unlikely]] return BadType(d);
     return Status::Ok();
   }
   Status Op(ReduceOp o) const {
-    if (!IsValidReduceOp(o)) return Bad("unknown reduce op " + std::to_string(static_cast<int>(o)));
+    if (!IsValidReduceOp(o)) [[unlikely]] return BadOp(o);
     return Status::Ok();
   }
   Status Buffer(const void* p, int64_t count, const char* what) const {
-    if (p == nullptr && count > 0) {
-      return Bad(std::string("null ") + what + " with count " + std::to_string(count));
-    }
+    if (p == nullptr && count > 0) [[unlikely]] return NullBuffer(what, count);
     return Status::Ok();
   }
   Status Rank(int r, int size, const char* what) const {
-    if (r < 0 || r >= size) {
-      return Bad(std::string(what) + " " + std::to_string(r) + " outside the group of " +
-                 std::to_string(size));
-    }
+    if (r < 0 || r >= size) [[unlikely]] return BadRank(r, size, what);
     return Status::Ok();
   }
   // sendbuf and recvbuf either coincide exactly where the call allows it or do not overlap.
@@ -268,16 +265,33 @@ class Checker {
     if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return Status::Ok();
     auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
     bool overlap = x < y + b_bytes && y < x + a_bytes;
-    if (overlap && a != allowed_a) {
+    if (overlap && a != allowed_a) [[unlikely]] {
       return Bad("sendbuf and recvbuf overlap without being the in-place layout");
     }
     return Status::Ok();
   }
-  Status Bad(const std::string& what) const {
+  [[gnu::cold, gnu::noinline]] Status Bad(const std::string& what) const {
     return InvalidArgumentError(what + " for " + op_ + " on rank " + std::to_string(rank_));
   }
 
  private:
+  [[gnu::cold, gnu::noinline]] Status BadCount(int64_t count, const char* what) const {
+    return Bad(std::string(what) + " " + std::to_string(count));
+  }
+  [[gnu::cold, gnu::noinline]] Status BadType(DType d) const {
+    return Bad("unknown data type " + std::to_string(static_cast<int>(d)));
+  }
+  [[gnu::cold, gnu::noinline]] Status BadOp(ReduceOp o) const {
+    return Bad("unknown reduce op " + std::to_string(static_cast<int>(o)));
+  }
+  [[gnu::cold, gnu::noinline]] Status NullBuffer(const char* what, int64_t count) const {
+    return Bad(std::string("null ") + what + " with count " + std::to_string(count));
+  }
+  [[gnu::cold, gnu::noinline]] Status BadRank(int r, int size, const char* what) const {
+    return Bad(std::string(what) + " " + std::to_string(r) + " outside the group of " +
+               std::to_string(size));
+  }
+
   const char* op_;
   int rank_;
 };
