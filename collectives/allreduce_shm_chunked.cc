@@ -2,10 +2,10 @@
 //   Schedule, per chunk of the vector (one arena slot): every rank copies its chunk into its slot,
 //   all but the sub-block it reduces itself, and raises ready; when all are up, rank r reduces
 //   sub-block r of the chunk across all n ranks (in rank order: the peers' slots, its own input)
-//   straight into the shared result buffer and raises part; when all parts are up, every rank
-//   copies the whole reduced chunk to its output and raises done. Slots alternate by parity, so
-//   one chunk's copy-out overlaps the next chunk's copy-in. The reduction reads the slots where
-//   the peers wrote them: reduction fused with the transfer, one copy in, one out.
+//   straight into the shared result buffer, raises part and copies its own part to its output;
+//   when all parts are up, it copies the others' parts and raises done. Slots alternate by
+//   parity, so one chunk's copy-out overlaps the next chunk's copy-in. The reduction reads the
+//   slots where the peers wrote them: reduction fused with the transfer, one copy in, one out.
 //   Cost per rank: 2·α_cacheline per chunk + (n-1)/n·N/B_copy (in) + N/B_reduce + N/B_copy (out).
 #include <algorithm>
 #include <cstring>
@@ -61,8 +61,14 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
       ctx.ArenaWrote(b.count * es);
     }
     arena.Set(Flag::kPart, seq);
+    // This rank's own part of the result goes out first, while the peers finish theirs (and
+    // while it is still in this core's cache); the rest once every part is up.
+    uint8_t* dst = out + off * es;
+    const uint8_t* all = arena.ResultSlot(seq);
+    CopyOut(streaming, dst + at, all + at, end - at);
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kPart, seq));
-    CopyOut(streaming, out + off * es, arena.ResultSlot(seq), len * es);
+    CopyOut(streaming, dst, all, at);
+    CopyOut(streaming, dst + end, all + end, len * es - end);
     arena.Set(Flag::kDone, seq);
   }
   if (streaming) StreamingCopyFence();
