@@ -208,8 +208,7 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
           : static_cast<size_t>(options.hier_segment_bytes > 0 ? options.hier_segment_bytes
                                                                : kHierSegmentKnob.GetBytes());
   // The direct all-reduce holds the whole vector in one slot.
-  const size_t smallest_slot =
-      o.shm_coll_chunk_bytes > 0 ? o.shm_coll_chunk_bytes : kSlotBytes;
+  const size_t smallest_slot = o.shm_coll_chunk_bytes > 0 ? o.shm_coll_chunk_bytes : kSlotBytes;
   if (o.shm_direct_max_bytes > smallest_slot) o.shm_direct_max_bytes = smallest_slot;
   for (const auto& t : o.transports) {
     const auto avail = transport::AvailableTransports();
