@@ -33,7 +33,7 @@ constexpr int kMaxSegments = 16;
 size_t ArenaShardElems(size_t count, size_t chunk, int l, int L) {
   size_t total = 0;
   for (size_t off = 0; off < count; off += chunk) {
-    total += internal::EvenBlocks(std::min(chunk, count - off), L)[l].count;
+    total += internal::EvenBlock(std::min(chunk, count - off), L, l).count;
   }
   return total;
 }
@@ -77,18 +77,17 @@ Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
       const size_t off = c * chunk, len = std::min(chunk, count - off);
       const uint64_t seq = arena->NextSeq();
       WEFT_RETURN_IF_ERROR(local.ArenaWritable(seq));
-      std::memcpy(arena->Slot(l, seq), in + off * es, len * es);
-      local.ArenaWrote(len * es);
+      const internal::Block b = internal::EvenBlock(len, L, l);
+      const size_t o = b.offset * es, end = o + b.count * es;
+      // All but the sub-block this rank reduces itself (ReduceSlots).
+      uint8_t* slot = arena->Slot(l, seq);
+      std::memcpy(slot, in + off * es, o);
+      std::memcpy(slot + end, in + off * es + end, len * es - end);
+      local.ArenaWrote(len * es - (end - o));
       arena->Set(Flag::kReady, seq);
       WEFT_RETURN_IF_ERROR(local.WaitArena(Flag::kReady, seq));
-      const internal::Block b = internal::EvenBlocks(len, L)[l];
       if (b.count > 0) {
-        const size_t o = b.offset * es;
-        uint8_t* dst = shard + at * es;
-        ReduceInto(dtype, sum_op, dst, arena->Slot(0, seq) + o, arena->Slot(1, seq) + o, b.count);
-        for (int r = 2; r < L; ++r) {
-          ReduceInto(dtype, sum_op, dst, dst, arena->Slot(r, seq) + o, b.count);
-        }
+        arena->ReduceSlots(dtype, sum_op, seq, o, in + off * es + o, shard + at * es, b.count);
       }
       at += b.count;
       arena->Set(Flag::kDone, seq);
@@ -111,7 +110,7 @@ Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
       const size_t off = c * chunk, len = std::min(chunk, count - off);
       const uint64_t seq = arena->NextSeq();
       WEFT_RETURN_IF_ERROR(local.ArenaWritable(seq));
-      const internal::Block b = internal::EvenBlocks(len, L)[l];
+      const internal::Block b = internal::EvenBlock(len, L, l);
       if (b.count > 0) {
         std::memcpy(arena->ResultSlot(seq) + b.offset * es, shard + at * es, b.count * es);
       }
@@ -145,7 +144,7 @@ Status AllReduceHierarchical(OpContext& ctx, const void* sendbuf, void* recvbuf,
   for (size_t k = 0; k < segments; ++k) {
     size_t n = 0;
     for (size_t c = k * per; c < std::min(chunks, (k + 1) * per); ++c) {
-      n += internal::EvenBlocks(std::min(chunk, count - c * chunk), L)[l].count;
+      n += internal::EvenBlock(std::min(chunk, count - c * chunk), L, l).count;
     }
     seg_at[k + 1] = seg_at[k] + n;
   }

@@ -36,10 +36,9 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
     const size_t len = std::min(chunk, count - off);
     const uint64_t seq = arena.NextSeq();
     WEFT_RETURN_IF_ERROR(ctx.ArenaWritable(seq));
-    const internal::Block b = internal::EvenBlocks(len, n)[rank];
+    const internal::Block b = internal::EvenBlock(len, n, rank);
     const size_t at = b.offset * es, end = at + b.count * es;
-    // The peers read only their own sub-blocks of this slot; this rank's sub-block it reduces
-    // straight from its input, so that part is not copied in (2 ranks: half the copying in).
+    // All but the sub-block this rank reduces itself (ReduceSlots; 2 ranks: half the copying in).
     uint8_t* slot = arena.Slot(rank, seq);
     fill.Copy(slot, in + off * es, at);
     fill.Copy(slot + end, in + off * es + end, len * es - end);
@@ -48,15 +47,7 @@ Status AllReduceShmChunked(OpContext& ctx, const void* sendbuf, void* recvbuf, s
     WEFT_RETURN_IF_ERROR(ctx.WaitArena(Flag::kReady, seq));
     if (b.count > 0) {
       uint8_t* res = arena.ResultSlot(seq) + at;
-      const uint8_t* own = in + off * es + at;
-      auto src = [&](int r) { return r == rank ? own : arena.Slot(r, seq) + at; };
-      if (n == 1) {
-        std::memcpy(res, own, b.count * es);
-      } else {
-        // In rank order, as before: the same result bit for bit.
-        ReduceInto(dtype, op, res, src(0), src(1), b.count);
-        for (int r = 2; r < n; ++r) ReduceInto(dtype, op, res, res, src(r), b.count);
-      }
+      arena.ReduceSlots(dtype, op, seq, at, in + off * es + at, res, b.count);
       if (op == ReduceOp::kAvg) DivideByCount(dtype, res, b.count, n);
       ctx.ArenaWrote(b.count * es);
     }

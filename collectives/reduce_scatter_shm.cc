@@ -24,10 +24,10 @@ Status ReduceScatterShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size
   const size_t sub = std::max<size_t>(1, arena.slot_bytes() / n / es);  // elements per sub-chunk
   const auto* in = static_cast<const uint8_t*>(sendbuf);
   auto* out = static_cast<uint8_t*>(recvbuf);
-  // The peers read only their own sub-chunks of this rank's slot, so this rank's own block is
-  // reduced straight from its input and not copied in. In place, recvbuf is block `rank` of
-  // sendbuf, which the partial sums of ranks before this one overwrite before its turn in the
-  // rank order comes: there it is copied into the slot first, chunk by chunk.
+  // This rank's own block is reduced straight from its input and not copied in (ReduceSlots). In
+  // place, recvbuf is block `rank` of sendbuf, which the partial sums of ranks before this one
+  // overwrite before its turn in the rank order comes: there it is copied into the slot first,
+  // chunk by chunk.
   const bool copy_own = static_cast<const void*>(in + rank * block) == recvbuf;
   for (size_t off = 0; off < recvcount || (off == 0 && recvcount == 0); off += sub) {
     const size_t len = std::min(sub, recvcount - off);
@@ -45,14 +45,7 @@ Status ReduceScatterShm(OpContext& ctx, const void* sendbuf, void* recvbuf, size
       uint8_t* dst = out + off * es;
       const size_t at = rank * len * es;
       const uint8_t* own = copy_own ? mine + at : in + rank * block + off * es;
-      auto src = [&](int r) { return r == rank ? own : arena.Slot(r, seq) + at; };
-      if (n == 1) {
-        std::memcpy(dst, own, len * es);
-      } else {
-        // In rank order: the same result bit for bit wherever this rank's part comes from.
-        ReduceInto(dtype, op, dst, src(0), src(1), len);
-        for (int r = 2; r < n; ++r) ReduceInto(dtype, op, dst, dst, src(r), len);
-      }
+      arena.ReduceSlots(dtype, op, seq, at, own, dst, len);
       if (op == ReduceOp::kAvg) DivideByCount(dtype, dst, len, n);
     }
     arena.Set(Flag::kDone, seq);

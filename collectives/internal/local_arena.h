@@ -57,6 +57,21 @@ class LocalArena {
   uint8_t* ResultSlot(uint64_t seq) const {
     return base_ + kHeaderBytes + sizeof(RankFlags) * size_ + slot_bytes_ * (2 * size_ + (seq & 1));
   }
+  // dst = the reduction of `count` elements at byte `at` of every rank's slot for step `seq`, in
+  // rank order (every rank's result the same bit for bit), this rank's part read from `own`: a
+  // rank reduces its own sub-block straight from its input, so it copies into its slot only the
+  // parts its peers reduce (they read nothing else of it). dst may alias `own` or a slot's part
+  // exactly (ReduceInto), but not a part a later rank in the order is read from.
+  void ReduceSlots(DType dtype, ReduceOp op, uint64_t seq, size_t at, const uint8_t* own,
+                   uint8_t* dst, size_t count) const {
+    auto src = [&](int r) -> const uint8_t* { return r == rank_ ? own : Slot(r, seq) + at; };
+    if (size_ == 1) {
+      if (dst != own) std::memcpy(dst, own, count * DTypeSize(dtype));
+      return;
+    }
+    ReduceInto(dtype, op, dst, src(0), src(1), count);
+    for (int r = 2; r < size_; ++r) ReduceInto(dtype, op, dst, dst, src(r), count);
+  }
 
   // How a large operation (`bytes`, 1 MiB and up) copies its chunks into the slots: ordinary
   // stores (false), or streaming stores (true: the lines go to memory without being taken back

@@ -30,12 +30,7 @@ size_t PieceElems(OpContext& ctx, size_t esize, size_t largest) {
 
 std::vector<Block> EvenBlocks(size_t count, int n) {
   std::vector<Block> out(n);
-  size_t base = count / n, extra = count % n, off = 0;
-  for (int i = 0; i < n; ++i) {
-    out[i].offset = off;
-    out[i].count = base + (static_cast<size_t>(i) < extra ? 1 : 0);
-    off += out[i].count;
-  }
+  for (int i = 0; i < n; ++i) out[i] = EvenBlock(count, n, i);
   return out;
 }
 

@@ -5,6 +5,7 @@
 // as soon as it is reduced).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -28,6 +29,11 @@ size_t PieceElems(OpContext& ctx, size_t esize, size_t largest);
 
 // n blocks of `count` elements, sizes differing by at most one.
 std::vector<Block> EvenBlocks(size_t count, int n);
+// Block i of EvenBlocks(count, n), without building the others (a per-chunk question).
+inline Block EvenBlock(size_t count, int n, int i) {
+  const size_t base = count / n, extra = count % n, k = static_cast<size_t>(i);
+  return Block{base * k + std::min(k, extra), base + (k < extra ? 1 : 0)};
+}
 // n blocks of exactly `per_block` elements each.
 std::vector<Block> EqualBlocks(size_t per_block, int n);
 
