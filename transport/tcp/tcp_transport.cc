@@ -36,7 +36,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <list>
@@ -97,11 +96,8 @@ constexpr auto kDialAttempt = std::chrono::milliseconds(2500);
 // sockets keep one slow connection from pacing the rest.
 Result<std::pair<int, int>> ParseSocketsKnob(const std::string& value) {
   if (value == "auto") return std::make_pair(2, 1);
-  char* end = nullptr;
-  errno = 0;
-  const long n = std::strtol(value.c_str(), &end, 10);
-  if (value.empty() || end == nullptr || *end != '\0' || errno != 0 || n < 1 ||
-      n > kMaxSocketsPerPeer) {
+  int64_t n = 0;
+  if (!ParseInt(value, &n) || n < 1 || n > kMaxSocketsPerPeer) {
     return InvalidArgumentError("WEFT_TCP_SOCKETS=" + value + ": want 1.." +
                                 std::to_string(kMaxSocketsPerPeer) + " or auto");
   }
