@@ -143,10 +143,14 @@ def target(name, ok, detail):
     targets.append({"target": name, "met": bool(ok), "detail": detail})
 
 
-def paired8(transport):
-    """Open MPI time / weft time per pair of the 8-byte runs, in pair order."""
-    w, m = pair8.get((transport, "weft"), {}), pair8.get((transport, "openmpi"), {})
+def pair_ratios(w, m):
+    """Open MPI time / weft time per pair ({pair: p50} of each library), in pair order."""
     return [m[k] / w[k] for k in sorted(w) if k in m and w[k] > 0]
+
+
+def paired8(transport):
+    """The pair ratios of the 8-byte runs."""
+    return pair_ratios(pair8.get((transport, "weft"), {}), pair8.get((transport, "openmpi"), {}))
 
 
 def latency_target(name, transport, w, m):
@@ -278,9 +282,8 @@ for coll in ("broadcast", "allgather", "reducescatter"):
                 m = stat(coll, transport, ranks, "openmpi", size)
                 if not (w and m):
                     continue
-                wp = by_pair[(coll, transport, ranks, "weft", "", size)]
-                mp = by_pair[(coll, transport, ranks, "openmpi", "", size)]
-                ratios = [mp[k] / wp[k] for k in sorted(wp) if k in mp and wp[k] > 0]
+                ratios = pair_ratios(by_pair[(coll, transport, ranks, "weft", "", size)],
+                                     by_pair[(coll, transport, ranks, "openmpi", "", size)])
                 paired = med(ratios)
                 ahead = sum(1 for x in ratios if x >= 1.0)
                 of_medians = m["p50"] / w["p50"]
