@@ -84,6 +84,9 @@ struct CommOptions {
   // Segment of the pipelined hierarchical all-reduce; 0 takes WEFT_HIER_SEGMENT_BYTES, negative
   // turns the pipeline off.
   int64_t hier_segment_bytes = 0;
+  // Whether ring algorithms reduce incoming pieces as they land where the transport can (tcp):
+  // 1 yes, 0 no (receive each piece whole, then reduce it), -1 takes WEFT_RECV_REDUCE.
+  int recv_reduce = -1;
 };
 
 // NCCL-style unique id: made by one rank (GetUniqueId starts a store server in that process) and

@@ -23,6 +23,11 @@ Result<std::unique_ptr<MemoryRegion>> Transport::RegisterMemory(void* data, size
   return std::unique_ptr<MemoryRegion>(new PlainRegion(data, size));
 }
 
+Result<RequestPtr> Endpoint::PostRecvReduce(void*, const void*, size_t, uint64_t, DType, ReduceOp) {
+  return UnimplementedError("rank " + std::to_string(peer()) +
+                            ": this transport cannot reduce a receive as it lands");
+}
+
 bool RanksFitCores(int local_ranks) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   return cores > 0 && local_ranks <= cores;

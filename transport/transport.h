@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/deadline.h"
+#include "base/dtype.h"
 #include "base/status.h"
 
 namespace weft::transport {
@@ -90,6 +91,16 @@ class Endpoint {
   virtual int peer() const = 0;
   virtual Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag) = 0;
   virtual Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag) = 0;
+  // A receive reduced as it lands: once it completes, acc[i] = in[i] op message[i] for the
+  // size / DTypeSize(dtype) elements, as ReduceInto(dtype, op, acc, in, message, ...) computes
+  // them (same bits); the message itself is kept nowhere. acc may alias in exactly; both stay
+  // valid and untouched by the caller until completion; acc is undefined after a failure.
+  // Matching and errors as PostRecv; size must be a multiple of the element size. Only where
+  // CanRecvReduce(): the transport reduces from a small buffer the socket fills (in cache)
+  // instead of the caller receiving a whole piece into memory and reading it back to reduce it.
+  virtual bool CanRecvReduce() const { return false; }
+  virtual Result<RequestPtr> PostRecvReduce(void* acc, const void* in, size_t size, uint64_t tag,
+                                            DType dtype, ReduceOp op);
   // Fails every pending request of this endpoint with `why` and refuses new ones. Idempotent.
   virtual void Abort(const Status& why) = 0;
 };

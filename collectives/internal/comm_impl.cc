@@ -29,6 +29,10 @@ WEFT_ENV_KNOB(kRingMaxChunksKnob, "WEFT_RING_MAX_CHUNKS", "8",
               "most pieces a ring algorithm cuts one block into: larger blocks travel in larger "
               "pieces than WEFT_CHUNK_BYTES (fewer messages, each with its own handshake over "
               "UCX); 0: no limit");
+WEFT_ENV_KNOB(kRecvReduceKnob, "WEFT_RECV_REDUCE", "1",
+              "ring algorithms reduce each incoming piece as it lands, from a small buffer the "
+              "socket fills, where the transport can (tcp); 0: receive pieces whole into "
+              "scratch memory, then reduce them");
 WEFT_ENV_KNOB(kAlgoKnob, "WEFT_ALGO", "",
               "force the all-reduce algorithm: ring, recursive_doubling, rabenseifner, shm_direct, "
               "shm_chunked or hierarchical (default: the tuner); a flat choice keeps all-gather "
@@ -181,6 +185,8 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   o.rab_max_bytes = std::max<int64_t>(0, kRabMaxKnob.GetBytes());
   o.ring_max_chunks = static_cast<int>(std::max<int64_t>(0, kRingMaxChunksKnob.GetInt()));
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
+  o.recv_reduce =
+      options.recv_reduce >= 0 ? options.recv_reduce != 0 : kRecvReduceKnob.GetBool();
   o.shm_coll_chunk_bytes = options.shm_coll_chunk_bytes;  // 0: by the arena's rank count
   if (o.shm_coll_chunk_bytes == 0 && kShmCollChunkKnob.Get() != "auto") {
     int64_t v = 0;
@@ -529,6 +535,21 @@ Result<Pending> OpContext::RecvTagged(int peer, void* data, size_t bytes, uint64
   transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
   if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
   auto r = ep->PostRecv(data, bytes, tag);
+  if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
+  return Pending{*r, peer};
+}
+
+bool OpContext::CanRecvReduce(int peer) const {
+  if (!comm_.shared().options().recv_reduce) return false;
+  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
+  return ep != nullptr && ep->CanRecvReduce();
+}
+
+Result<Pending> OpContext::RecvReduce(int peer, void* acc, const void* in, size_t bytes,
+                                      DType dtype, ReduceOp op, int step) {
+  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
+  if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
+  auto r = ep->PostRecvReduce(acc, in, bytes, comm_.CollectiveTag(seq_, step), dtype, op);
   if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
   return Pending{*r, peer};
 }

@@ -53,6 +53,7 @@ struct ResolvedOptions {
   size_t shm_single_copy_max_bytes = 0;
   size_t hier_segment_bytes = 0;  // 0: no pipelined hierarchical all-reduce
   size_t streaming_copy_min_bytes = SIZE_MAX;  // arena outputs from this size: streaming stores
+  bool recv_reduce = true;  // rings reduce pieces as they land where the transport can
 };
 
 // Connections of a root communicator, shared (shared_ptr) with its split children. Owns the
@@ -154,6 +155,13 @@ class OpContext {
   // Point-to-point with a raw transport tag (user send/recv).
   Result<Pending> SendTagged(int peer, const void* data, size_t bytes, uint64_t tag);
   Result<Pending> RecvTagged(int peer, void* data, size_t bytes, uint64_t tag);
+  // Whether receives from `peer` can be reduced as they land (the transport can, and
+  // WEFT_RECV_REDUCE allows it).
+  bool CanRecvReduce(int peer) const;
+  // A receive of `bytes` from `peer` for `step` that leaves acc = in op message once complete
+  // (transport::Endpoint::PostRecvReduce); only where CanRecvReduce(peer).
+  Result<Pending> RecvReduce(int peer, void* acc, const void* in, size_t bytes, DType dtype,
+                             ReduceOp op, int step);
   Status Wait(Pending& p);
   // Waits for all, in order; on timeout names every peer still outstanding. Clears the vector.
   Status WaitAll(std::vector<Pending>& ps);

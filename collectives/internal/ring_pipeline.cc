@@ -48,7 +48,12 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
   const size_t es = DTypeSize(dtype);
   const size_t max_block = LargestBlock(blocks);
   const size_t chunk = PieceElems(ctx, es, max_block);
-  uint8_t* scratch[2] = {ctx.Scratch(max_block * es, 0), ctx.Scratch(max_block * es, 1)};
+  // Fused: the transport reduces each piece into acc as it lands, from a small buffer still in
+  // cache; else pieces land whole in scratch and are reduced here. Both compute
+  // acc = in op piece (same bits). 2 ranks, TCP loopback, 64 MiB all-reduce: see docs/performance.md.
+  const bool fused = ctx.CanRecvReduce(left);
+  uint8_t* scratch[2] = {nullptr, nullptr};
+  if (!fused) scratch[0] = ctx.Scratch(max_block * es, 0), scratch[1] = ctx.Scratch(max_block * es, 1);
 
   std::vector<Pending> sends;
   std::vector<std::vector<Pending>> recvs(2);
@@ -59,7 +64,9 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
     Status st;
     ForEachChunk(b, chunk, [&](size_t off, size_t len) {
       if (!st.ok()) return;
-      auto p = ctx.Recv(left, scratch[s & 1] + off * es, len * es, step_base + s);
+      const size_t at = (b.offset + off) * es;
+      auto p = fused ? ctx.RecvReduce(left, acc + at, in + at, len * es, dtype, op, step_base + s)
+                     : ctx.Recv(left, scratch[s & 1] + off * es, len * es, step_base + s);
       if (!p.ok()) st = p.status();
       else list.push_back(*p);
     });
@@ -90,8 +97,10 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
       if (!st.ok()) return;
       st = ctx.WaitAt(recvs[s & 1], i++);  // a timeout names every late peer of the step
       if (!st.ok()) return;
-      size_t at = (b.offset + off) * es;
-      ReduceInto(dtype, op, acc + at, in + at, scratch[s & 1] + off * es, len);
+      if (!fused) {
+        size_t at = (b.offset + off) * es;
+        ReduceInto(dtype, op, acc + at, in + at, scratch[s & 1] + off * es, len);
+      }
       if (s + 1 <= n - 2) st = post_send(s + 1, acc, b, off, len);
     });
     WEFT_RETURN_IF_ERROR(st);

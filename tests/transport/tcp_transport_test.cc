@@ -2,6 +2,7 @@
 // the listener, peers that vanish mid-transfer (in-process and a SIGKILLed child process), socket
 // counts, connection timeouts, and a throughput print (not an assertion).
 #include "transport/tcp/tcp_transport.h"
+#include "transport/tcp/tcp_peer.h"
 
 #include <dirent.h>
 #include <netinet/in.h>
@@ -27,6 +28,7 @@
 #include "base/auth_handshake.h"
 #include "base/hmac.h"
 #include "base/logging.h"
+#include "base/reduce_kernels.h"
 #include "base/socket_util.h"
 
 namespace weft::transport::tcp {
@@ -1090,6 +1092,225 @@ TEST(TcpTransport, LoopbackAddressesAreSkippedForAPeerOnAnotherHost) {
   // Not a loopback pair: WEFT_TCP_CONGESTION=auto leaves the system's algorithm.
   EXPECT_EQ(CongestionOfSocketsAt((*hp)[0].port),
             std::vector<std::string>(4, SystemCongestionControl()));
+}
+
+
+// ---- Receives reduced as they land (PostRecvReduce) --------------------------------------------
+
+// Elements of `dtype` from a seed, small enough that sums and products stay finite.
+std::vector<uint8_t> Values(DType dtype, size_t count, int seed) {
+  std::vector<uint8_t> v(count * DTypeSize(dtype));
+  for (size_t i = 0; i < count; ++i) {
+    const int x = static_cast<int>((i * 7 + static_cast<size_t>(seed) * 13) % 23) - 11;
+    uint8_t* at = v.data() + i * DTypeSize(dtype);
+    switch (dtype) {
+      case DType::kFloat32: { float f = 0.25f * static_cast<float>(x) + 0.125f; std::memcpy(at, &f, 4); break; }
+      case DType::kFloat64: { double d = 0.5 * x + 1e-9 * static_cast<double>(i); std::memcpy(at, &d, 8); break; }
+      case DType::kInt64: { int64_t q = x * 1000003LL; std::memcpy(at, &q, 8); break; }
+      case DType::kInt8: { int8_t b = static_cast<int8_t>(x); std::memcpy(at, &b, 1); break; }
+      case DType::kFloat16: { uint16_t h = static_cast<uint16_t>(0x3c00 + (x & 0x1ff)); std::memcpy(at, &h, 2); break; }
+      default: ADD_FAILURE() << "no values for this dtype in the test";
+    }
+  }
+  return v;
+}
+
+struct ReduceCase {
+  DType dtype;
+  ReduceOp op;
+  size_t count;
+};
+
+// acc = in op message, checked bit for bit against ReduceInto, with the receive posted before
+// the message, after it had fully arrived, and in place (acc == in).
+void CheckReducedReceives(Ranks& r, const std::vector<ReduceCase>& cases) {
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const ReduceCase& k = cases[c];
+    SCOPED_TRACE("case " + std::to_string(c) + ": " + std::to_string(k.count) + " elements");
+    const auto msg = Values(k.dtype, k.count, static_cast<int>(c));
+    const auto in = Values(k.dtype, k.count, static_cast<int>(c) + 5);
+    std::vector<uint8_t> want(msg.size());
+    if (k.count > 0) ReduceInto(k.dtype, k.op, want.data(), in.data(), msg.data(), k.count);
+    for (int mode = 0; mode < 3; ++mode) {
+      SCOPED_TRACE("mode " + std::to_string(mode));
+      std::vector<uint8_t> acc(msg.size(), 0xee), in_place = in;
+      const uint64_t tag = 100 + c * 3 + mode;
+      RequestPtr recv, send;
+      auto post_recv = [&] {
+        uint8_t* dst = mode == 2 ? in_place.data() : acc.data();
+        auto q = r.endpoints[1][0]->PostRecvReduce(dst, mode == 2 ? in_place.data() : in.data(),
+                                                   msg.size(), tag, k.dtype, k.op);
+        ASSERT_TRUE(q.ok()) << q.status().ToString();
+        recv = *q;
+      };
+      if (mode == 1) {
+        send = *r.endpoints[0][1]->PostSend(msg.data(), msg.size(), tag);
+        ASSERT_TRUE(send->Wait(Soon()).ok());
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // lands as unexpected
+        post_recv();
+      } else {
+        post_recv();
+        send = *r.endpoints[0][1]->PostSend(msg.data(), msg.size(), tag);
+      }
+      ASSERT_TRUE(recv->Wait(Soon()).ok()) << recv->status().ToString();
+      ASSERT_TRUE(send->Wait(Soon()).ok());
+      EXPECT_TRUE((mode == 2 ? in_place : acc) == want);
+    }
+  }
+}
+
+class TcpRecvReduce : public ::testing::TestWithParam<int> {};
+
+TEST_P(TcpRecvReduce, EveryDTypeOpAndSizeMatchesReduceIntoBitForBit) {
+  // 16 KiB chunks: larger messages come in many chunks, over several sockets with 4.
+  Ranks r = ListenAll(2, GetParam(), 16 << 10);
+  ConnectAll(r);
+  ASSERT_TRUE(r.endpoints[1][0]->CanRecvReduce());
+  CheckReducedReceives(r, {{DType::kFloat32, ReduceOp::kSum, 0},
+                           {DType::kFloat32, ReduceOp::kSum, 1},
+                           {DType::kFloat32, ReduceOp::kSum, 1000},
+                           {DType::kFloat32, ReduceOp::kSum, (1 << 20) + 3},
+                           {DType::kFloat64, ReduceOp::kMax, 100003},
+                           {DType::kInt64, ReduceOp::kProd, 40000},
+                           {DType::kInt8, ReduceOp::kSum, 70001},
+                           {DType::kFloat16, ReduceOp::kMin, 50001},
+                           {DType::kFloat32, ReduceOp::kAvg, 300000}});
+}
+
+INSTANTIATE_TEST_SUITE_P(Counts, TcpRecvReduce, ::testing::Values(1, 4),
+                         [](const auto& p) { return std::to_string(p.param) + "sockets"; });
+
+TEST(TcpTransport, ReducedReceiveRefusesBadArgumentsAndReportsASizeMismatch) {
+  Ranks r = ListenAll(2, 1, 16 << 10);
+  ConnectAll(r);
+  Endpoint& ep = *r.endpoints[1][0];
+  std::vector<uint8_t> acc(4096), in(4096);
+  auto odd = ep.PostRecvReduce(acc.data(), in.data(), 4094, 1, DType::kFloat32, ReduceOp::kSum);
+  ASSERT_FALSE(odd.ok());
+  EXPECT_EQ(odd.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(odd.status().message().find("not whole elements of 4 bytes"), std::string::npos)
+      << odd.status().message();
+  auto null_in = ep.PostRecvReduce(acc.data(), nullptr, 4096, 1, DType::kFloat32, ReduceOp::kSum);
+  EXPECT_EQ(null_in.status().code(), StatusCode::kInvalidArgument);
+  auto bad_op =
+      ep.PostRecvReduce(acc.data(), in.data(), 4096, 1, DType::kFloat32, static_cast<ReduceOp>(9));
+  EXPECT_EQ(bad_op.status().code(), StatusCode::kInvalidArgument);
+  // A message of another size fails the receive, naming both, and is drained.
+  auto big = Values(DType::kFloat32, 100000, 1);
+  auto q = ep.PostRecvReduce(acc.data(), in.data(), 4096, 2, DType::kFloat32, ReduceOp::kSum);
+  ASSERT_TRUE(q.ok());
+  auto send = *r.endpoints[0][1]->PostSend(big.data(), big.size(), 2);
+  Status st = (*q)->Wait(Soon());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find("400000"), std::string::npos) << st.message();
+  EXPECT_TRUE(send->Wait(Soon()).ok());
+  Exchange(r, 0, 1, {10, 40000, 0});
+}
+
+// Another transport's endpoint that does not override it says so instead of receiving.
+TEST(TransportInterface, PostRecvReduceIsUnimplementedUnlessATransportProvidesIt) {
+  struct Plain final : Endpoint {
+    int peer() const override { return 3; }
+    Result<RequestPtr> PostSend(const void*, size_t, uint64_t) override { return RequestPtr(); }
+    Result<RequestPtr> PostRecv(void*, size_t, uint64_t) override { return RequestPtr(); }
+    void Abort(const Status&) override {}
+  } plain;
+  EXPECT_FALSE(plain.CanRecvReduce());
+  float acc = 0, in = 0;
+  auto q = plain.PostRecvReduce(&acc, &in, 4, 0, DType::kFloat32, ReduceOp::kSum);
+  EXPECT_EQ(q.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(q.status().message().find("rank 3"), std::string::npos) << q.status().message();
+}
+
+// A hand-driven "rank 0" on one raw socket to a real rank 1: the stream comes in pieces of odd
+// byte counts, so recv() cuts elements in two (the carried bytes), in the staged path (small
+// payloads) and the bounce-buffer path (large ones); a message partly arrived before its receive
+// is posted; and a chunk not of whole elements is refused as a broken stream.
+class RawRank0 {
+ public:
+  explicit RawRank0(int chunk) : r_(ListenAll(2, 1, static_cast<size_t>(chunk))) {
+    auto server = AddressOf(r_, 1);
+    EXPECT_TRUE(server.ok());
+    std::thread t([&] {
+      auto eps = r_.transports[1]->Connect({r_.infos[0]}, Deadline::AfterMs(10000));
+      ASSERT_TRUE(eps.ok()) << eps.status().ToString();
+      ep_ = std::move((*eps)[0]);
+    });
+    auto fd = ConnectTcp(*server, Deadline::AfterMs(5000));
+    EXPECT_TRUE(fd.ok());
+    if (fd.ok()) {
+      EXPECT_TRUE(ClientHandshake(fd->get(), kSecret, HelloFor(r_.job, 0, 2, 0, 1),
+                                  Deadline::AfterMs(5000)).ok());
+      uint8_t ack = 1;
+      EXPECT_TRUE(ReadFull(fd->get(), &ack, 1, Deadline::AfterMs(5000)).ok());
+      EXPECT_EQ(ack, 0);
+      fd_ = std::move(*fd);
+    }
+    t.join();
+  }
+  Endpoint& rank1() { return *ep_; }
+  // One chunk of message `seq`: the header, then payload[from, to) in pieces of `piece` bytes with
+  // a pause after each, so each arrives in a recv() of its own.
+  void Chunk(uint64_t seq, uint64_t tag, const std::vector<uint8_t>& msg, size_t from, size_t to,
+             size_t piece) {
+    ChunkHeader h{kChunkMagic, static_cast<uint32_t>(to - from), seq, tag, msg.size(), from};
+    ASSERT_TRUE(WriteFull(fd_.get(), &h, sizeof(h), Deadline::AfterMs(5000)).ok());
+    Payload(msg, from, to, piece);
+  }
+  void Payload(const std::vector<uint8_t>& msg, size_t from, size_t to, size_t piece) {
+    for (size_t at = from; at < to; at += piece) {
+      size_t n = std::min(piece, to - at);
+      ASSERT_TRUE(WriteFull(fd_.get(), msg.data() + at, n, Deadline::AfterMs(5000)).ok());
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+    }
+  }
+
+ private:
+  Ranks r_;
+  UniqueFd fd_;
+  std::unique_ptr<Endpoint> ep_;
+};
+
+TEST(TcpTransport, ReducedReceiveCarriesElementsThatRecvCutInTwo) {
+  RawRank0 raw(64 << 10);
+  const DType dt = DType::kFloat64;
+  // Message 0: small (staged path), 7-byte pieces. Message 1: 96 KiB in one chunk (read into the
+  // bounce buffer), pieces of 4093 bytes. Message 2: two chunks, the first half sent before the
+  // receive is posted (it lands in a buffer and is reduced once complete).
+  const size_t counts[3] = {150, 12288, 12288};
+  for (int m = 0; m < 3; ++m) {
+    SCOPED_TRACE("message " + std::to_string(m));
+    const auto msg = Values(dt, counts[m], m), in = Values(dt, counts[m], m + 9);
+    std::vector<uint8_t> want(msg.size()), acc(msg.size(), 0xee);
+    ReduceInto(dt, ReduceOp::kSum, want.data(), in.data(), msg.data(), counts[m]);
+    RequestPtr q;
+    if (m < 2) {
+      q = *raw.rank1().PostRecvReduce(acc.data(), in.data(), msg.size(), 5, dt, ReduceOp::kSum);
+      raw.Chunk(m, 5, msg, 0, msg.size(), m == 0 ? 7 : 4093);
+    } else {
+      const size_t half = msg.size() / 2;
+      raw.Chunk(m, 5, msg, 0, half, 8191);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      q = *raw.rank1().PostRecvReduce(acc.data(), in.data(), msg.size(), 5, dt, ReduceOp::kSum);
+      raw.Chunk(m, 5, msg, half, msg.size(), 5003);
+    }
+    ASSERT_TRUE(q->Wait(Soon()).ok()) << q->status().ToString();
+    EXPECT_TRUE(acc == want);
+  }
+}
+
+TEST(TcpTransport, ReducedReceiveOfAChunkNotOfWholeElementsFailsAsABrokenStream) {
+  RawRank0 raw(64 << 10);
+  const auto msg = Values(DType::kFloat32, 1000, 1);
+  std::vector<uint8_t> acc(msg.size()), in(msg.size());
+  auto q = raw.rank1().PostRecvReduce(acc.data(), in.data(), msg.size(), 5, DType::kFloat32,
+                                      ReduceOp::kSum);
+  ASSERT_TRUE(q.ok());
+  raw.Chunk(0, 5, msg, 0, 1002, 1002);  // ends two bytes into an element
+  Status st = (*q)->Wait(Soon());
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("whole elements"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("rank 0"), std::string::npos) << st.message();
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "base/logging.h"
 #include "base/recycling_allocator.h"
+#include "base/reduce_kernels.h"
 
 namespace weft::transport::tcp {
 namespace {
@@ -24,6 +25,9 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the TCP wire format is
 constexpr size_t kStagingBytes = 64 << 10;
 // Payload runs at least this long are read straight into their destination instead.
 constexpr size_t kDirectReadMin = 32 << 10;
+// Where such a run belongs to a receive reduced as it lands (PostRecvReduce), it is read into a
+// bounce buffer of this size per socket, still in cache when it is reduced into the accumulator.
+constexpr size_t kBounceBytes = 256 << 10;
 // Bytes one Service() pass may move per socket (reads) and per peer (writes) before the progress
 // thread turns to other peers; bounds how long the peer's lock is held.
 constexpr size_t kServiceBudget = 1 << 20;
@@ -203,6 +207,26 @@ Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
     return InvalidArgumentError("PostRecv: null buffer of " + std::to_string(size) + " bytes for " +
                                 name_);
   }
+  return Post(data, size, tag, nullptr);
+}
+
+Result<RequestPtr> TcpPeer::PostRecvReduce(void* acc, const void* in, size_t size, uint64_t tag,
+                                           DType dtype, ReduceOp op) {
+  const size_t es = DTypeSize(dtype);
+  if (es == 0 || !IsValidReduceOp(op)) {
+    return InvalidArgumentError("PostRecvReduce: invalid dtype or reduce op for " + name_);
+  }
+  if (size % es != 0 || ((acc == nullptr || in == nullptr) && size > 0)) {
+    return InvalidArgumentError("PostRecvReduce: " + std::to_string(size) + " bytes for " + name_ +
+                                (size % es != 0 ? " are not whole elements of " +
+                                                      std::to_string(es) + " bytes"
+                                                : " with a null buffer"));
+  }
+  ReduceSpec spec{static_cast<const char*>(in), dtype, op};
+  return Post(acc, size, tag, &spec);
+}
+
+Result<RequestPtr> TcpPeer::Post(void* data, size_t size, uint64_t tag, const ReduceSpec* reduce) {
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return error_;
   auto req = MakeRecycled<TcpRequest>(TcpRequest::Kind::kRecv, opt_.rank, tag, size,
@@ -212,14 +236,15 @@ Result<RequestPtr> TcpPeer::PostRecv(void* data, size_t size, uint64_t tag) {
     InMessage* m = it->second.front();
     it->second.pop_front();
     if (it->second.empty()) unexpected_.erase(it);
-    Attach(m, req, static_cast<char*>(data), size);
+    Attach(m, req, static_cast<char*>(data), size, reduce);
     if (!req->done()) KeepArmedFor(req);
     return RequestPtr(std::move(req));
   }
   // A lost peer sends nothing more; only messages that had fully arrived (above) can match.
   if (!error_.ok()) return error_;
   KeepArmedFor(req);
-  posted_[tag].push_back(PostedRecv{req, static_cast<char*>(data), size});
+  posted_[tag].push_back(PostedRecv{req, static_cast<char*>(data), size, reduce != nullptr,
+                                    reduce != nullptr ? *reduce : ReduceSpec{}});
   return RequestPtr(std::move(req));
 }
 
@@ -469,7 +494,17 @@ bool TcpPeer::ReadSocket(PeerSocket& s, size_t budget) {
       }
       s.staged_begin = s.staged_end = 0;
       char* dest = s.msg->dest;
-      if (dest != nullptr && s.left >= kDirectReadMin) {
+      if (dest != nullptr && s.msg->reduce && s.left >= kDirectReadMin) {
+        // Into the socket's bounce buffer (stays in cache) and reduced from there.
+        if (!s.bounce) s.bounce.reset(new char[kBounceBytes]);
+        size_t want = static_cast<size_t>(std::min<uint64_t>(s.left, kBounceBytes));
+        n = recv(s.fd.get(), s.bounce.get(), want, 0);
+        if (n > 0) {
+          used += static_cast<size_t>(n);
+          ReduceLand(s, s.bounce.get(), static_cast<size_t>(n));
+          continue;
+        }
+      } else if (dest != nullptr && s.left >= kDirectReadMin) {
         size_t want = static_cast<size_t>(std::min<uint64_t>(s.left, SSIZE_MAX));
         n = recv(s.fd.get(), dest + s.pos, want, 0);
         if (n > 0) {
@@ -568,7 +603,46 @@ Status TcpPeer::BeginChunk(PeerSocket& s) {
 }
 
 void TcpPeer::Deliver(PeerSocket& s, const char* src, size_t n) {
+  if (s.msg->reduce) {
+    ReduceLand(s, src, n);
+    return;
+  }
   if (s.msg->dest != nullptr) std::memcpy(s.msg->dest + s.pos, src, n);
+  Advance(s, n);
+}
+
+void TcpPeer::ReduceLand(PeerSocket& s, const char* src, size_t n) {
+  InMessage* m = s.msg;
+  const size_t es = m->esize;
+  const uint64_t off = s.pos;  // message offset of src[0]
+  const bool chunk_ends = n == s.left;
+  // Senders cut messages at multiples of their chunk size, which is whole 64-byte units, so a
+  // chunk of a message of whole elements holds whole elements; anything else is a broken stream.
+  if ((s.carry_len == 0 && off % es != 0) ||
+      (chunk_ends && (s.carry_len + n) % es != 0)) {
+    Fail(Lost("protocol error: a chunk of a reduced receive does not hold whole elements"),
+         /*keep_arrived=*/true);
+    return;
+  }
+  size_t i = 0;
+  if (s.carry_len > 0) {
+    i = std::min(es - s.carry_len, n);
+    std::memcpy(s.carry + s.carry_len, src, i);
+    s.carry_len += i;
+    if (s.carry_len == es) {
+      const uint64_t at = off + i - es;
+      ReduceInto(m->dtype, m->op, m->dest + at, m->in + at, s.carry, 1);
+      s.carry_len = 0;
+    }
+  }
+  const size_t whole = (n - i) / es * es;
+  if (whole > 0) {
+    ReduceInto(m->dtype, m->op, m->dest + off + i, m->in + off + i, src + i, whole / es);
+  }
+  if (i + whole < n) {
+    s.carry_len = n - i - whole;
+    std::memcpy(s.carry, src + i + whole, s.carry_len);
+  }
   Advance(s, n);
 }
 
@@ -598,7 +672,7 @@ void TcpPeer::AdvanceMatching() {
       PostedRecv r = std::move(pit->second.front());
       pit->second.pop_front();
       if (pit->second.empty()) posted_.erase(pit);
-      Attach(m, std::move(r.req), r.data, r.size);
+      Attach(m, std::move(r.req), r.data, r.size, r.reduce ? &r.spec : nullptr);
     } else {
       m->state = InMessage::State::kUnexpected;
       unexpected_[m->tag].push_back(m);
@@ -606,7 +680,8 @@ void TcpPeer::AdvanceMatching() {
   }
 }
 
-void TcpPeer::Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, size_t size) {
+void TcpPeer::Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, size_t size,
+                     const ReduceSpec* reduce) {
   if (m->total != size) {
     req->Complete(InvalidArgumentError("message of " + std::to_string(m->total) + " bytes from " +
                                        name_ + " does not match the " + std::to_string(size) +
@@ -618,19 +693,40 @@ void TcpPeer::Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, 
     if (m->complete()) messages_.erase(m->seq);
     return;
   }
+  m->state = InMessage::State::kMatched;
+  m->recv = std::move(req);
+  if (reduce != nullptr) {
+    m->dtype = reduce->dtype;
+    m->op = reduce->op;
+    m->esize = static_cast<uint32_t>(DTypeSize(reduce->dtype));
+    m->in = reduce->in;
+    if (m->high_water > 0) {
+      // Part of it is in heap already (which bytes is not tracked): it all lands there and is
+      // reduced once complete.
+      m->reduce_at_finish = true;
+      m->acc = data;
+    } else {
+      m->reduce = true;
+      m->heap.reset();
+      m->dest = data;
+    }
+    if (m->complete()) Finish(m);
+    return;
+  }
   // Bytes below high_water may have arrived (chunks land out of order); copying that prefix
   // once is cheaper than tracking ranges, and later chunks go straight to the caller's buffer.
   if (m->high_water > 0) std::memcpy(data, m->heap.get(), m->high_water);
   m->heap.reset();
   m->dest = data;
-  m->state = InMessage::State::kMatched;
-  m->recv = std::move(req);
   if (m->complete()) Finish(m);
 }
 
 void TcpPeer::Finish(InMessage* m) {
   switch (m->state) {
     case InMessage::State::kMatched: {
+      if (m->reduce_at_finish && m->total > 0) {
+        ReduceInto(m->dtype, m->op, m->acc, m->in, m->heap.get(), m->total / m->esize);
+      }
       std::shared_ptr<TcpRequest> req = std::move(m->recv);
       messages_.erase(m->seq);
       req->Complete(Status::Ok());

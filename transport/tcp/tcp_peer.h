@@ -95,6 +95,11 @@ struct PeerSocket : PollTarget {
   InMessage* msg = nullptr;
   uint64_t pos = 0;   // offset within the message of the next payload byte
   uint64_t left = 0;  // payload bytes of the current chunk still to read
+  // A receive reduced as it lands (InMessage::reduce): large payload runs are read into `bounce`
+  // and reduced from there; `carry` holds the first bytes of an element that a recv() cut off.
+  std::unique_ptr<char[]> bounce;
+  alignas(16) char carry[16] = {};
+  size_t carry_len = 0;
   // Send side: the chunk this socket is writing, if any.
   std::shared_ptr<SendOp> out_op;
   ChunkHeader out_header{};
@@ -118,6 +123,16 @@ struct InMessage {
   std::unique_ptr<char[]> heap;
   char* dest = nullptr;  // heap.get(), the receive's buffer, or null (dropped / empty)
   std::shared_ptr<TcpRequest> recv;
+  // Matched to PostRecvReduce: `dest` is the accumulator; each payload byte range is reduced
+  // into it with `in` as it is read (fused), or, when some of the message had already arrived in
+  // `heap` before the receive was posted (reduce_at_finish), the whole of it once complete.
+  bool reduce = false;
+  bool reduce_at_finish = false;
+  DType dtype = DType::kFloat32;
+  ReduceOp op = ReduceOp::kSum;
+  uint32_t esize = 1;
+  const char* in = nullptr;
+  char* acc = nullptr;  // reduce_at_finish: where the result goes
   bool complete() const { return received == total; }
 };
 
@@ -177,6 +192,10 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
 
   Result<RequestPtr> PostSend(const void* data, size_t size, uint64_t tag);
   Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag);
+  // Endpoint::PostRecvReduce. InvalidArgument for a size that is not whole elements, a bad
+  // dtype or op, or null buffers.
+  Result<RequestPtr> PostRecvReduce(void* acc, const void* in, size_t size, uint64_t tag,
+                                    DType dtype, ReduceOp op);
   // Fails every pending request with `why`, closes the sockets and refuses new requests.
   void Abort(const Status& why);
 
@@ -236,9 +255,20 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   bool ReadSocket(PeerSocket& s, size_t budget);
   Status BeginChunk(PeerSocket& s);
   void Deliver(PeerSocket& s, const char* src, size_t n);
+  // Deliver for a fused reduce: reduces the whole elements of src (message offset s.pos) into
+  // the accumulator, keeping a cut-off element's bytes in s.carry.
+  void ReduceLand(PeerSocket& s, const char* src, size_t n);
   void Advance(PeerSocket& s, size_t n);
   void AdvanceMatching();
-  void Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, size_t size);
+  struct ReduceSpec {
+    const char* in = nullptr;
+    DType dtype = DType::kFloat32;
+    ReduceOp op = ReduceOp::kSum;
+  };
+  // `reduce` null: a plain receive into data.
+  void Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, size_t size,
+              const ReduceSpec* reduce);
+  Result<RequestPtr> Post(void* data, size_t size, uint64_t tag, const ReduceSpec* reduce);
   void Finish(InMessage* m);
   void SocketClosedCleanly(PeerSocket& s);
   void CloseSocket(PeerSocket& s);
@@ -251,6 +281,8 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
     std::shared_ptr<TcpRequest> req;
     char* data;
     size_t size;
+    bool reduce;
+    ReduceSpec spec;
   };
 
   const Options opt_;
@@ -301,6 +333,11 @@ class TcpEndpoint final : public Endpoint {
   }
   Result<RequestPtr> PostRecv(void* data, size_t size, uint64_t tag) override {
     return peer_->PostRecv(data, size, tag);
+  }
+  bool CanRecvReduce() const override { return true; }
+  Result<RequestPtr> PostRecvReduce(void* acc, const void* in, size_t size, uint64_t tag,
+                                    DType dtype, ReduceOp op) override {
+    return peer_->PostRecvReduce(acc, in, size, tag, dtype, op);
   }
   void Abort(const Status& why) override { peer_->Abort(why); }
 

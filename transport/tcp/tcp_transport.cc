@@ -1040,7 +1040,10 @@ Result<std::unique_ptr<Transport>> CreateTcpTransport(const TransportConfig& con
   }
   int64_t chunk = config.tcp_chunk_bytes > 0 ? static_cast<int64_t>(config.tcp_chunk_bytes)
                                              : kChunkKnob.GetBytes();
-  s.chunk_bytes = static_cast<size_t>(std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes));
+  // Whole 64-byte units: a message of whole elements is then cut into chunks of whole elements,
+  // which a receive reduced as it lands relies on (TcpPeer::ReduceLand).
+  s.chunk_bytes = static_cast<size_t>(std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes)) &
+                  ~size_t{63};
   s.buffer_bytes =
       options.socket_buffer_bytes > 0 ? options.socket_buffer_bytes : kBufferKnob.GetBytes();
   WEFT_ASSIGN_OR_RETURN(
