@@ -22,13 +22,21 @@ Status AllReduceRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t 
     return Status::Ok();
   }
   auto blocks = internal::EvenBlocks(count, n);
-  WEFT_RETURN_IF_ERROR(internal::RingReduceScatter(ctx, static_cast<const uint8_t*>(sendbuf), out,
-                                                   blocks, dtype, op, /*shift=*/0, /*step_base=*/0));
   const int own = internal::Mod(ctx.rank() + 1, n);
-  if (op == ReduceOp::kAvg) {
-    DivideByCount(dtype, out + blocks[own].offset * es, blocks[own].count, n);
-  }
-  return internal::RingAllGather(ctx, out, blocks, dtype, own, /*step_base=*/n);
+  // The all-gather starts inside the reduce-scatter: its receives are posted first, and each
+  // piece of this rank's block goes out as soon as it is fully reduced (still in cache), not
+  // after the whole reduce-scatter. Safe in place: a piece that lands in a block this rank is
+  // still sending from derives from what it sent, so it comes after that was read.
+  internal::RingAllGatherRun gather(ctx, out, blocks, dtype, own, /*step_base=*/n);
+  WEFT_RETURN_IF_ERROR(gather.PostRecvs());
+  const size_t own_offset = blocks[own].offset;
+  WEFT_RETURN_IF_ERROR(internal::RingReduceScatter(
+      ctx, static_cast<const uint8_t*>(sendbuf), out, blocks, dtype, op, /*shift=*/0,
+      /*step_base=*/0, [&](size_t off, size_t len) {
+        if (op == ReduceOp::kAvg) DivideByCount(dtype, out + (own_offset + off) * es, len, n);
+        return gather.SendOwnPiece(off, len);
+      }));
+  return gather.Finish();
 }
 
 }  // namespace weft::collectives

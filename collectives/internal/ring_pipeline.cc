@@ -42,7 +42,7 @@ std::vector<Block> EqualBlocks(size_t per_block, int n) {
 
 Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
                          const std::vector<Block>& blocks, DType dtype, ReduceOp op, int shift,
-                         int step_base) {
+                         int step_base, const PieceFn& on_final) {
   const int n = ctx.size(), rank = ctx.rank();
   const int right = Mod(rank + 1, n), left = Mod(rank - 1, n);
   const size_t es = DTypeSize(dtype);
@@ -101,7 +101,11 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
         size_t at = (b.offset + off) * es;
         ReduceInto(dtype, op, acc + at, in + at, scratch[s & 1] + off * es, len);
       }
-      if (s + 1 <= n - 2) st = post_send(s + 1, acc, b, off, len);
+      if (s + 1 <= n - 2) {
+        st = post_send(s + 1, acc, b, off, len);
+      } else if (on_final) {
+        st = on_final(off, len);
+      }
     });
     WEFT_RETURN_IF_ERROR(st);
   }
@@ -110,49 +114,73 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
 
 Status RingAllGather(OpContext& ctx, uint8_t* buf, const std::vector<Block>& blocks, DType dtype,
                      int own, int step_base) {
-  const int n = ctx.size(), rank = ctx.rank();
-  const int right = Mod(rank + 1, n), left = Mod(rank - 1, n);
-  const size_t es = DTypeSize(dtype);
-  const size_t chunk = PieceElems(ctx, es, LargestBlock(blocks));
-  std::vector<std::vector<Pending>> recvs(n > 1 ? n - 1 : 0);
-  std::vector<Pending> sends;
-  for (int t = 0; t <= n - 2; ++t) {
-    const Block& b = blocks[Mod(own - t - 1, n)];
+  RingAllGatherRun run(ctx, buf, blocks, dtype, own, step_base);
+  WEFT_RETURN_IF_ERROR(run.PostRecvs());
+  return run.Finish();
+}
+
+RingAllGatherRun::RingAllGatherRun(OpContext& ctx, uint8_t* buf, const std::vector<Block>& blocks,
+                                   DType dtype, int own, int step_base)
+    : ctx_(ctx),
+      buf_(buf),
+      blocks_(blocks),
+      n_(ctx.size()),
+      own_(own),
+      step_base_(step_base),
+      right_(Mod(ctx.rank() + 1, n_)),
+      left_(Mod(ctx.rank() - 1, n_)),
+      es_(DTypeSize(dtype)),
+      chunk_(PieceElems(ctx, es_, LargestBlock(blocks))),
+      recvs_(n_ > 1 ? n_ - 1 : 0) {}
+
+Status RingAllGatherRun::PostRecvs() {
+  for (int t = 0; t <= n_ - 2; ++t) {
+    const Block& b = blocks_[Mod(own_ - t - 1, n_)];
     Status st;
-    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+    ForEachChunk(b, chunk_, [&](size_t off, size_t len) {
       if (!st.ok()) return;
-      auto p = ctx.Recv(left, buf + (b.offset + off) * es, len * es, step_base + t);
+      auto p = ctx_.Recv(left_, buf_ + (b.offset + off) * es_, len * es_, step_base_ + t);
       if (!p.ok()) st = p.status();
-      else recvs[t].push_back(*p);
+      else recvs_[t].push_back(*p);
     });
     WEFT_RETURN_IF_ERROR(st);
   }
-  if (n > 1) {
-    const Block& b = blocks[Mod(own, n)];
+  return Status::Ok();
+}
+
+Status RingAllGatherRun::SendOwnPiece(size_t off, size_t len) {
+  const Block& b = blocks_[Mod(own_, n_)];
+  auto p = ctx_.Send(right_, buf_ + (b.offset + off) * es_, len * es_, step_base_);
+  if (!p.ok()) return p.status();
+  sends_.push_back(*p);
+  own_sent_ = off + len;
+  return Status::Ok();
+}
+
+Status RingAllGatherRun::Finish() {
+  if (n_ > 1) {
+    const Block& b = blocks_[Mod(own_, n_)];
     Status st;
-    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
-      if (!st.ok()) return;
-      auto p = ctx.Send(right, buf + (b.offset + off) * es, len * es, step_base);
-      if (!p.ok()) st = p.status();
-      else sends.push_back(*p);
+    ForEachChunk(b, chunk_, [&](size_t off, size_t len) {
+      if (st.ok() && off >= own_sent_) st = SendOwnPiece(off, len);
     });
     WEFT_RETURN_IF_ERROR(st);
   }
-  for (int t = 0; t <= n - 2; ++t) {
-    const Block& b = blocks[Mod(own - t - 1, n)];
+  for (int t = 0; t <= n_ - 2; ++t) {
+    const Block& b = blocks_[Mod(own_ - t - 1, n_)];
     size_t i = 0;
     Status st;
-    ForEachChunk(b, chunk, [&](size_t off, size_t len) {
+    ForEachChunk(b, chunk_, [&](size_t off, size_t len) {
       if (!st.ok()) return;
-      st = ctx.WaitAt(recvs[t], i++);
-      if (!st.ok() || t + 1 > n - 2) return;
-      auto p = ctx.Send(right, buf + (b.offset + off) * es, len * es, step_base + t + 1);
+      st = ctx_.WaitAt(recvs_[t], i++);
+      if (!st.ok() || t + 1 > n_ - 2) return;
+      auto p = ctx_.Send(right_, buf_ + (b.offset + off) * es_, len * es_, step_base_ + t + 1);
       if (!p.ok()) st = p.status();
-      else sends.push_back(*p);
+      else sends_.push_back(*p);
     });
     WEFT_RETURN_IF_ERROR(st);
   }
-  return ctx.WaitAll(sends);
+  return ctx_.WaitAll(sends_);
 }
 
 }  // namespace weft::collectives::internal

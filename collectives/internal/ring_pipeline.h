@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "base/dtype.h"
@@ -41,14 +42,41 @@ std::vector<Block> EqualBlocks(size_t per_block, int n);
 // receives block (rank - s - 1 + shift), reducing acc[b] = in[b] op incoming. On return block
 // (rank + 1 + shift) mod n of `acc` holds the full reduction; other blocks of acc hold partial
 // results. `in` may equal `acc` (in place). Uses scratch slots 0 and 1. Waits for its sends.
+// `on_final`, if given, is called with each piece (offset and length in elements, relative to
+// the block) of the fully reduced block as soon as that piece is final, in order.
+using PieceFn = std::function<Status(size_t off, size_t len)>;
 Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
                          const std::vector<Block>& blocks, DType dtype, ReduceOp op, int shift,
-                         int step_base);
+                         int step_base, const PieceFn& on_final = nullptr);
 
 // All-gather around the ring: this rank holds block `own` of buf; at step t it sends block
 // (own - t) and receives block (own - t - 1) into place. Waits for its sends.
 Status RingAllGather(OpContext& ctx, uint8_t* buf, const std::vector<Block>& blocks, DType dtype,
                      int own, int step_base);
+
+// The same all-gather in three parts, so an all-reduce can start it inside its reduce-scatter:
+// PostRecvs() posts the receives of every step (before the peers' pieces can arrive, so none
+// waits in a transport's unexpected queue); SendOwnPiece() sends a piece of block `own` (in
+// piece order) as soon as it is final; Finish() sends the rest of block own, then waits for each
+// incoming piece, forwards it, and waits for the sends.
+class RingAllGatherRun {
+ public:
+  RingAllGatherRun(OpContext& ctx, uint8_t* buf, const std::vector<Block>& blocks, DType dtype,
+                   int own, int step_base);
+  Status PostRecvs();
+  Status SendOwnPiece(size_t off, size_t len);
+  Status Finish();
+
+ private:
+  OpContext& ctx_;
+  uint8_t* const buf_;
+  const std::vector<Block>& blocks_;
+  const int n_, own_, step_base_, right_, left_;
+  const size_t es_, chunk_;
+  size_t own_sent_ = 0;  // elements of block own already sent
+  std::vector<std::vector<Pending>> recvs_;
+  std::vector<Pending> sends_;
+};
 
 inline int Mod(int a, int n) { return ((a % n) + n) % n; }
 
