@@ -1249,6 +1249,14 @@ class RawRank0 {
     t.join();
   }
   Endpoint& rank1() { return *ep_; }
+  // The next chunk header rank 1 sent, with its payload read and dropped.
+  ChunkHeader ReadChunk() {
+    ChunkHeader h{};
+    EXPECT_TRUE(ReadFull(fd_.get(), &h, sizeof(h), Deadline::AfterMs(5000)).ok());
+    std::vector<char> payload(h.length);
+    EXPECT_TRUE(ReadFull(fd_.get(), payload.data(), payload.size(), Deadline::AfterMs(5000)).ok());
+    return h;
+  }
   // One chunk of message `seq`: the header, then payload[from, to) in pieces of `piece` bytes with
   // a pause after each, so each arrives in a recv() of its own.
   void Chunk(uint64_t seq, uint64_t tag, const std::vector<uint8_t>& msg, size_t from, size_t to,
@@ -1296,6 +1304,34 @@ TEST(TcpTransport, ReducedReceiveCarriesElementsThatRecvCutInTwo) {
     }
     ASSERT_TRUE(q->Wait(Soon()).ok()) << q->status().ToString();
     EXPECT_TRUE(acc == want);
+  }
+}
+
+TEST(TcpTransport, AutoChunkIsFourMiBToAPeerWithOneSocket) {
+  RawRank0 raw(/*chunk=*/0);  // WEFT_TCP_CHUNK_BYTES, unset here: auto
+  std::vector<uint8_t> msg(6 << 20, 7);
+  auto send = raw.rank1().PostSend(msg.data(), msg.size(), 9);
+  ASSERT_TRUE(send.ok());
+  ChunkHeader first = raw.ReadChunk(), second = raw.ReadChunk();
+  EXPECT_EQ(first.length, 4u << 20);
+  EXPECT_EQ(first.total, msg.size());
+  EXPECT_EQ(second.offset, 4u << 20);
+  EXPECT_EQ(second.length, 2u << 20);
+  EXPECT_TRUE((*send)->Wait(Soon()).ok());
+}
+
+TEST(TcpTransportDeathTest, MalformedChunkKnobFailsCreationNamingIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: the knob is read once
+  for (const char* bad : {"abc", "512", "2G", "-4M"}) {
+    EXPECT_EXIT(
+        {
+          setenv("WEFT_TCP_CHUNK_BYTES", bad, 1);
+          auto t = CreateTcpTransport(Config(0, 2, NewJobId(), 1, 0));
+          std::fprintf(stderr, "%s\n", t.ok() ? "created" : t.status().message().c_str());
+          std::exit(t.ok() ? 0 : 3);
+        },
+        testing::ExitedWithCode(3),
+        std::string("WEFT_TCP_CHUNK_BYTES=") + bad + ": want a size from 1K to 1G");
   }
 }
 
