@@ -94,6 +94,7 @@ for r in $(seq "$repeats"); do
   "$bin/bench_membw" 2 64 5 | tag none "$r"
   "$bin/bench_tcp_throughput" 1 256 3 | tag tcp "$r"
   "$bin/bench_tcp_throughput" 4 256 3 | tag tcp "$r"
+  "$bin/bench_tcp_throughput" 1 64 3 cubic bidi | tag tcp "$r"
 done
 
 for r in $(seq "$repeats"); do

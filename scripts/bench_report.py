@@ -22,8 +22,15 @@ def med(xs):
 
 # Limits.
 copy = [r["copy_gbps"] for r in rows if r.get("lib") == "membw"]
-tcp1 = [r["gbps"] for r in rows if r.get("lib") == "tcp_loopback" and r["sockets"] == 1]
-tcp4 = [r["gbps"] for r in rows if r.get("lib") == "tcp_loopback" and r["sockets"] == 4]
+def loopback(sockets, mode):
+    return [r["gbps"] for r in rows if r.get("lib") == "tcp_loopback" and r["sockets"] == sockets
+            and r.get("mode", "oneway") == mode]
+
+
+tcp1, tcp4 = loopback(1, "oneway"), loopback(4, "oneway")
+# Both ends sending 64 MiB at once over one socket, one thread each (bench_tcp_throughput bidi):
+# the traffic of a 2-rank all-reduce without its reduction; per direction.
+tcp_bidi = loopback(1, "bidi")
 cacheline = [(r["repeat"], r["roundtrip_ns"]) for r in rows
              if r.get("lib") == "cacheline" and r.get("transport") != "cells"]
 pair_cacheline = [(r["repeat"], r["roundtrip_ns"]) for r in rows
@@ -104,6 +111,7 @@ except OSError:
 summary["machine"] = {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
 summary["limits"] = {"copy_gbps_per_stream": med(copy), "allreduce2_mem_bound_busbw": mem_bound,
                      "tcp_loopback_1_socket_gbps": med(tcp1), "tcp_loopback_4_sockets_gbps": med(tcp4),
+                     "tcp_loopback_exchange_gbps_per_direction": med(tcp_bidi) if tcp_bidi else None,
                      "cacheline_roundtrip_ns_per_repeat": [ns for _, ns in sorted(cacheline)]}
 lines.append(f"# weft vs Open MPI and Gloo — {summary['date']}")
 lines.append("")
@@ -126,7 +134,12 @@ lines.append("Limits measured in the same run: memory copy bandwidth per stream 
              f"**{mem_bound:.1f} GB/s**: each rank must at least read its input and write its "
              f"output); loopback TCP **{med(tcp1):.2f} GB/s** with one socket, **{med(tcp4):.2f} GB/s** "
              "with four (256 MiB streamed with cubic congestion control, which weft's TCP transport "
-             f"uses on loopback; {baselines}).")
+             f"uses on loopback; {baselines})"
+             + (f"; and **{med(tcp_bidi):.2f} GB/s** each way when both ends of one socket send "
+                "64 MiB at once, one thread each writing and reading as the socket allows: the "
+                "traffic of a 2-rank all-reduce without its reduction, so the 2-rank TCP table's "
+                "\"% of exchange\" column holds a 2-rank all-reduce's bus bandwidth against it"
+                if tcp_bidi else "") + ".")
 if cacheline:
     trips = ", ".join(f"{ns:.0f}" for _, ns in sorted(cacheline))
     lines.append("")
@@ -189,6 +202,9 @@ for transport in ("shm", "tcp"):
         if transport == "shm" and ranks == 2:
             hdr += " % of memory bound |"
             sep += "---:|"
+        if transport == "tcp" and ranks == 2 and tcp_bidi:
+            hdr += " % of exchange |"
+            sep += "---:|"
         lines += [hdr, sep]
         table = []
         for size in ss:
@@ -207,6 +223,8 @@ for transport in ("shm", "tcp"):
                 row += f" {gr:.2f}× |"
             if transport == "shm" and ranks == 2:
                 row += f" {100 * w['busbw'] / mem_bound:.0f}% |" if w else " - |"
+            if transport == "tcp" and ranks == 2 and tcp_bidi:
+                row += f" {100 * w['busbw'] / med(tcp_bidi):.0f}% |" if w else " - |"
             lines.append(row)
             table.append({"size": size, "weft": w, "openmpi": m,
                           "gloo_best": {"algo": g[0], **g[1]} if g else None})
