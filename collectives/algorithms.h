@@ -54,6 +54,9 @@ Status BroadcastBinomial(OpContext& ctx, const void* sendbuf, void* recvbuf, siz
                          DType dtype, int root);
 Status AllGatherRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t sendcount,
                      DType dtype);
+// A power-of-two number of ranks only.
+Status AllGatherRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* recvbuf,
+                                  size_t sendcount, DType dtype);
 Status ReduceScatterRing(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t recvcount,
                          DType dtype, ReduceOp op);
 Status AllToAllPairwise(OpContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

@@ -210,9 +210,18 @@ bool Communicator::UseHierarchicalAllGather() const {
   return impl_->hierarchy() != nullptr && (forced.empty() || forced == "hierarchical");
 }
 
-std::string Communicator::AllGatherAlgorithm() const {
+bool Communicator::UseRecursiveDoublingAllGather(int64_t sendcount, DType dtype) const {
+  const int n = world_size();
+  const auto& o = impl_->shared().options();
+  if (n <= 2 || (n & (n - 1)) != 0 || o.algorithm == "ring") return false;
+  return static_cast<size_t>(sendcount) * DTypeSize(dtype) * static_cast<size_t>(n) <=
+         static_cast<size_t>(o.allgather_rd_max_bytes);
+}
+
+std::string Communicator::AllGatherAlgorithmFor(int64_t sendcount, DType dtype) const {
   if (UseHierarchicalAllGather()) return "hierarchical";
-  return impl_->arena() != nullptr ? "shm" : "ring";
+  if (impl_->arena() != nullptr) return "shm";
+  return UseRecursiveDoublingAllGather(sendcount, dtype) ? "recursive_doubling" : "ring";
 }
 
 void Communicator::SetLinkModels(LinkModels models) { impl_->SetLinkModels(std::move(models)); }
@@ -456,6 +465,13 @@ Result<Work> Communicator::AllGather(const void* sendbuf, void* recvbuf, int64_t
     return impl_->Issue("allgather", metrics::Algo::kHierarchical, [=](internal::OpContext& ctx) {
       return AllGatherHierarchical(ctx, sendbuf, recvbuf, sendcount, dtype);
     });
+  }
+  if (impl_->arena() == nullptr && UseRecursiveDoublingAllGather(sendcount, dtype)) {
+    return impl_->Issue("allgather", metrics::Algo::kRecursiveDoubling,
+                        [=](internal::OpContext& ctx) {
+                          return AllGatherRecursiveDoubling(ctx, sendbuf, recvbuf, sendcount,
+                                                            dtype);
+                        });
   }
   const auto gather_algo = impl_->arena() ? metrics::Algo::kShm : metrics::Algo::kRing;
   return impl_->Issue("allgather", gather_algo, [=](internal::OpContext& ctx) {

@@ -131,9 +131,11 @@ class Communicator {
   std::string host_of(int rank) const;
   // The all-reduce algorithm the tuner picks for this size ("ring", "rabenseifner", ...).
   std::string AllReduceAlgorithmFor(int64_t count, DType dtype) const;
-  // The all-gather algorithm ("hierarchical" across hosts, "shm" through a local arena, "ring").
-  // WEFT_ALGO set to a flat all-reduce algorithm keeps it flat.
-  std::string AllGatherAlgorithm() const;
+  // The all-gather algorithm for blocks of `sendcount` elements ("hierarchical" across hosts,
+  // "shm" through a local arena, "recursive_doubling" on a power-of-two number of ranks above 2
+  // up to WEFT_ALLGATHER_RD_MAX_BYTES gathered, else "ring"). WEFT_ALGO set to a flat all-reduce
+  // algorithm keeps it flat; WEFT_ALGO=ring keeps it the ring.
+  std::string AllGatherAlgorithmFor(int64_t sendcount, DType dtype) const;
   // The same choice with its reason, for `weft bench --explain`.
   std::string ExplainAllReduce(int64_t count, DType dtype) const;
   // Measured α/β per link class (collectives/link_probe.h). Created communicators probe when
@@ -191,6 +193,7 @@ class Communicator {
   explicit Communicator(std::shared_ptr<internal::CommImpl> impl);
   TunerInput TunerFor(int64_t count, DType dtype) const;
   bool UseHierarchicalAllGather() const;
+  bool UseRecursiveDoublingAllGather(int64_t sendcount, DType dtype) const;
   std::shared_ptr<internal::CommImpl> impl_;
 };
 

@@ -354,6 +354,10 @@ const char* ExplainAllGather(const std::string& algo) {
            "shared memory";
   }
   if (algo == "shm") return "shm: all ranks share a host: through the shared-memory arena";
+  if (algo == "recursive_doubling") {
+    return "recursive_doubling: a power-of-two number of ranks and at most "
+           "WEFT_ALLGATHER_RD_MAX_BYTES gathered: log2(n) exchanges instead of the ring's n-1";
+  }
   return "ring, pipelined chunks";
 }
 
@@ -522,7 +526,8 @@ int BenchCommand(const std::vector<std::string>& args) {
       std::printf("# explain %lld B: %s; rank 0's peers (rank:transport) %s\n",
                   static_cast<long long>(row_bytes),
                   o.collective == "allreduce"   ? c.ExplainAllReduce(count, o.dtype).c_str()
-                  : o.collective == "allgather" ? ExplainAllGather(c.AllGatherAlgorithm())
+                  : o.collective == "allgather"
+                      ? ExplainAllGather(c.AllGatherAlgorithmFor(count, o.dtype))
                                                 : FixedAlgorithm(o.collective),
                   peers.empty() ? "none" : peers.c_str());
     }
@@ -541,7 +546,7 @@ int BenchCommand(const std::vector<std::string>& args) {
     int root = shape.rooted ? o.root : -1;
     if (!lead) continue;
     std::string algo = o.collective == "allreduce"   ? c.AllReduceAlgorithmFor(count, o.dtype)
-                       : o.collective == "allgather" ? c.AllGatherAlgorithm()
+                       : o.collective == "allgather" ? c.AllGatherAlgorithmFor(count, o.dtype)
                                                      : std::string(FixedAlgorithm(o.collective));
     if (o.json) {
       std::printf("{\"lib\":\"weft\",\"algo\":\"%s\",\"mode\":\"%s\",\"in_place\":%s,"

@@ -42,6 +42,10 @@ WEFT_ENV_KNOB(kRdMaxKnob, "WEFT_ALGO_RD_MAX_BYTES", "64K",
 WEFT_ENV_KNOB(kRabMinKnob, "WEFT_ALGO_RAB_MIN_BYTES", "32K",
               "on a power-of-two number of ranks above 2, all-reduces above this go to "
               "Rabenseifner instead of recursive doubling (up to WEFT_ALGO_RAB_MAX_BYTES)");
+WEFT_ENV_KNOB(kAgRdMaxKnob, "WEFT_ALLGATHER_RD_MAX_BYTES", "4M",
+              "largest all-gather (gathered bytes) that a power-of-two number of ranks above 2 "
+              "runs by recursive doubling over the transports (log2(n) exchanges instead of the "
+              "ring's n-1); 0: always the ring");
 WEFT_ENV_KNOB(kRabMaxKnob, "WEFT_ALGO_RAB_MAX_BYTES", "4M",
               "largest all-reduce the tuner gives to Rabenseifner (from WEFT_ALGO_RAB_MIN_BYTES, "
               "on a power-of-two number of ranks above 2; with probed links, the largest it "
@@ -183,6 +187,7 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
   o.rab_min_bytes = std::max<int64_t>(0, kRabMinKnob.GetBytes());
   o.rab_max_bytes = std::max<int64_t>(0, kRabMaxKnob.GetBytes());
+  o.allgather_rd_max_bytes = std::max<int64_t>(0, kAgRdMaxKnob.GetBytes());
   o.ring_max_chunks = static_cast<int>(std::max<int64_t>(0, kRingMaxChunksKnob.GetInt()));
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
   o.recv_reduce =

@@ -44,6 +44,7 @@ struct ResolvedOptions {
   int64_t rd_max_bytes = 0;
   int64_t rab_min_bytes = 0;
   int64_t rab_max_bytes = 0;
+  int64_t allgather_rd_max_bytes = 0;  // flat all-gathers up to this (gathered) size: recursive doubling
   int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;
   size_t shm_coll_chunk_bytes = 0;

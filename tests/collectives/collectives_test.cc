@@ -202,6 +202,41 @@ std::vector<Param> AllParams() {
   return out;
 }
 
+TEST(AllGatherChoice, RecursiveDoublingOnPowersOfTwoUpToItsLimitElseTheRing) {
+  // 4 MiB gathered (WEFT_ALLGATHER_RD_MAX_BYTES' default) is the last size for recursive
+  // doubling; one element more per block goes to the ring; both gather the same bytes.
+  constexpr int64_t kAtLimit = (4 << 20) / 4 / 4;
+  CommOptions tuned = SmallOptions("tcp");
+  CommOptions ring = tuned;
+  ring.algorithm = "ring";
+  std::atomic<int> failures{0};
+  RunRanks(4, {tuned, ring}, [&](int rank, std::vector<std::unique_ptr<Communicator>>& comms) {
+    EXPECT_EQ(comms[0]->AllGatherAlgorithmFor(kAtLimit, DType::kFloat32), "recursive_doubling");
+    EXPECT_EQ(comms[0]->AllGatherAlgorithmFor(kAtLimit + 1, DType::kFloat32), "ring");
+    EXPECT_EQ(comms[1]->AllGatherAlgorithmFor(16, DType::kFloat32), "ring");
+    for (int64_t count : {kAtLimit, kAtLimit + 1}) {
+      for (auto& c : comms) {
+        auto mine = Input(DType::kFloat32, ReduceOp::kSum, rank, count, 3);
+        std::vector<uint8_t> out(mine.size() * 4, 0xee), want;
+        for (int r = 0; r < 4; ++r) {
+          auto b = Input(DType::kFloat32, ReduceOp::kSum, r, count, 3);
+          want.insert(want.end(), b.begin(), b.end());
+        }
+        auto w = c->AllGather(mine.data(), out.data(), count, DType::kFloat32);
+        ASSERT_TRUE(w.ok()) << w.status().ToString();
+        ASSERT_TRUE(w->Wait().ok());
+        if (out != want && failures.fetch_add(1) < 5) {
+          ADD_FAILURE() << "rank " << rank << " count " << count << " differs";
+        }
+      }
+    }
+  });
+  EXPECT_EQ(failures.load(), 0);
+  RunRanks(3, {tuned}, [&](int, std::vector<std::unique_ptr<Communicator>>& comms) {
+    EXPECT_EQ(comms[0]->AllGatherAlgorithmFor(16, DType::kFloat32), "ring");
+  });
+}
+
 TEST(ArenaSlots, LargeOperationsCorrectWithEitherSlotCopy) {
   // From 1 MiB the arena fills its slots with ordinary or streaming stores, whichever it measures
   // faster, trying the other one operation in eight or in 32: over 40 operations of each kind

@@ -173,7 +173,7 @@ TEST_P(HierarchicalAllGather, EveryBlockInPlace) {
   const int n = lay.hosts * lay.per_host;
   std::atomic<int> failures{0};
   RunOnLayout(lay, [&](int r, Communicator& comm) {
-    EXPECT_EQ(comm.AllGatherAlgorithm(), "hierarchical");
+    EXPECT_EQ(comm.AllGatherAlgorithmFor(1000, DType::kFloat32), "hierarchical");
     // 4099 int32 = 16 KiB per block: several 512-B arena chunks, blocks straddling chunks.
     for (int64_t count : {0, 1, 17, 4099}) {
       for (bool in_place : {false, true}) {
