@@ -21,6 +21,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <vector>
@@ -674,18 +675,26 @@ TEST(TcpTransport, PairThatDisagreesOnTheHostIsRefusedOnBothSides) {
   EXPECT_NE(p.s1.message().find("0 of 2 sockets"), std::string::npos) << p.s1.message();
 }
 
-TEST(TcpTransportDeathTest, MalformedSocketsKnobFailsCreationNamingIt) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: the knob is read once
-  for (const char* bad : {"abc", "0", "65", "2x"}) {
+// In a fresh process per value (a knob is read once), `knob` set to each of `bad` makes
+// CreateTcpTransport fail with "KNOB=value: " followed by `want`. `sockets`: the config's count
+// (0 reads WEFT_TCP_SOCKETS).
+void ExpectKnobRefused(const char* knob, std::initializer_list<const char*> bad, int sockets,
+                       const std::string& want) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  for (const char* value : bad) {
     EXPECT_EXIT(
         {
-          setenv("WEFT_TCP_SOCKETS", bad, 1);
-          auto t = CreateTcpTransport(Config(0, 2, NewJobId(), 0, 0));
+          setenv(knob, value, 1);
+          auto t = CreateTcpTransport(Config(0, 2, NewJobId(), sockets, 0));
           std::fprintf(stderr, "%s\n", t.ok() ? "created" : t.status().message().c_str());
           std::exit(t.ok() ? 0 : 3);
         },
-        testing::ExitedWithCode(3), std::string("WEFT_TCP_SOCKETS=") + bad + ": want 1..64 or auto");
+        testing::ExitedWithCode(3), std::string(knob) + "=" + value + ": " + want);
   }
+}
+
+TEST(TcpTransportDeathTest, MalformedSocketsKnobFailsCreationNamingIt) {
+  ExpectKnobRefused("WEFT_TCP_SOCKETS", {"abc", "0", "65", "2x"}, 0, "want 1..64 or auto");
 }
 
 // Not an assertion: prints 64 MiB ping-pong bandwidth and small-message round-trip latency.
@@ -1321,18 +1330,8 @@ TEST(TcpTransport, AutoChunkIsFourMiBToAPeerWithOneSocket) {
 }
 
 TEST(TcpTransportDeathTest, MalformedChunkKnobFailsCreationNamingIt) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: the knob is read once
-  for (const char* bad : {"abc", "512", "2G", "-4M"}) {
-    EXPECT_EXIT(
-        {
-          setenv("WEFT_TCP_CHUNK_BYTES", bad, 1);
-          auto t = CreateTcpTransport(Config(0, 2, NewJobId(), 1, 0));
-          std::fprintf(stderr, "%s\n", t.ok() ? "created" : t.status().message().c_str());
-          std::exit(t.ok() ? 0 : 3);
-        },
-        testing::ExitedWithCode(3),
-        std::string("WEFT_TCP_CHUNK_BYTES=") + bad + ": want a size from 1K to 1G");
-  }
+  ExpectKnobRefused("WEFT_TCP_CHUNK_BYTES", {"abc", "512", "2G", "-4M"}, 1,
+                    "want a size from 1K to 1G");
 }
 
 TEST(TcpTransport, ReducedReceiveOfAChunkNotOfWholeElementsFailsAsABrokenStream) {
