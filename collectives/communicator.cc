@@ -210,18 +210,18 @@ bool Communicator::UseHierarchicalAllGather() const {
   return impl_->hierarchy() != nullptr && (forced.empty() || forced == "hierarchical");
 }
 
-bool Communicator::UseRecursiveDoublingAllGather(int64_t sendcount, DType dtype) const {
+metrics::Algo Communicator::ChooseAllGather(int64_t sendcount, DType dtype) const {
+  if (UseHierarchicalAllGather()) return metrics::Algo::kHierarchical;
+  if (impl_->arena() != nullptr) return metrics::Algo::kShm;
   const int n = world_size();
-  const auto& o = impl_->shared().options();
-  if (n <= 2 || (n & (n - 1)) != 0 || o.algorithm == "ring") return false;
-  return static_cast<size_t>(sendcount) * DTypeSize(dtype) * static_cast<size_t>(n) <=
-         static_cast<size_t>(o.allgather_rd_max_bytes);
+  const bool rd = n > 2 && (n & (n - 1)) == 0 &&
+                  static_cast<size_t>(sendcount) * DTypeSize(dtype) * static_cast<size_t>(n) <=
+                      impl_->shared().options().allgather_rd_max_bytes;
+  return rd ? metrics::Algo::kRecursiveDoubling : metrics::Algo::kRing;
 }
 
 std::string Communicator::AllGatherAlgorithmFor(int64_t sendcount, DType dtype) const {
-  if (UseHierarchicalAllGather()) return "hierarchical";
-  if (impl_->arena() != nullptr) return "shm";
-  return UseRecursiveDoublingAllGather(sendcount, dtype) ? "recursive_doubling" : "ring";
+  return metrics::kAlgoNames[static_cast<int>(ChooseAllGather(sendcount, dtype))];
 }
 
 void Communicator::SetLinkModels(LinkModels models) { impl_->SetLinkModels(std::move(models)); }
@@ -461,22 +461,18 @@ Result<Work> Communicator::AllGather(const void* sendbuf, void* recvbuf, int64_t
   size_t block = Bytes(sendcount, dtype);
   WEFT_RETURN_IF_ERROR(c.Overlap(sendbuf, block, recvbuf, block * world_size(),
                                  static_cast<uint8_t*>(recvbuf) + block * rank()));
-  if (UseHierarchicalAllGather()) {
-    return impl_->Issue("allgather", metrics::Algo::kHierarchical, [=](internal::OpContext& ctx) {
-      return AllGatherHierarchical(ctx, sendbuf, recvbuf, sendcount, dtype);
-    });
-  }
-  if (impl_->arena() == nullptr && UseRecursiveDoublingAllGather(sendcount, dtype)) {
-    return impl_->Issue("allgather", metrics::Algo::kRecursiveDoubling,
-                        [=](internal::OpContext& ctx) {
-                          return AllGatherRecursiveDoubling(ctx, sendbuf, recvbuf, sendcount,
-                                                            dtype);
-                        });
-  }
-  const auto gather_algo = impl_->arena() ? metrics::Algo::kShm : metrics::Algo::kRing;
-  return impl_->Issue("allgather", gather_algo, [=](internal::OpContext& ctx) {
-    return ctx.arena() ? AllGatherShm(ctx, sendbuf, recvbuf, sendcount, dtype)
-                       : AllGatherRing(ctx, sendbuf, recvbuf, sendcount, dtype);
+  const metrics::Algo algo = ChooseAllGather(sendcount, dtype);
+  return impl_->Issue("allgather", algo, [=](internal::OpContext& ctx) {
+    switch (algo) {
+      case metrics::Algo::kHierarchical:
+        return AllGatherHierarchical(ctx, sendbuf, recvbuf, sendcount, dtype);
+      case metrics::Algo::kShm:
+        return AllGatherShm(ctx, sendbuf, recvbuf, sendcount, dtype);
+      case metrics::Algo::kRecursiveDoubling:
+        return AllGatherRecursiveDoubling(ctx, sendbuf, recvbuf, sendcount, dtype);
+      default:
+        return AllGatherRing(ctx, sendbuf, recvbuf, sendcount, dtype);
+    }
   });
 }
 

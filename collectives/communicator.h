@@ -21,6 +21,9 @@ namespace internal {
 class WorkState;
 class CommImpl;
 }  // namespace internal
+namespace metrics {
+enum class Algo : uint8_t;
+}  // namespace metrics
 struct TunerInput;
 
 // A handle to one asynchronous operation. Cheap to copy (shared state). Thread-safe.
@@ -193,7 +196,9 @@ class Communicator {
   explicit Communicator(std::shared_ptr<internal::CommImpl> impl);
   TunerInput TunerFor(int64_t count, DType dtype) const;
   bool UseHierarchicalAllGather() const;
-  bool UseRecursiveDoublingAllGather(int64_t sendcount, DType dtype) const;
+  // The all-gather for blocks of `sendcount` elements, as its metrics label (the names of
+  // AllGatherAlgorithmFor): hierarchical, shm, recursive_doubling or ring.
+  metrics::Algo ChooseAllGather(int64_t sendcount, DType dtype) const;
   std::shared_ptr<internal::CommImpl> impl_;
 };
 

@@ -187,7 +187,9 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
   o.rab_min_bytes = std::max<int64_t>(0, kRabMinKnob.GetBytes());
   o.rab_max_bytes = std::max<int64_t>(0, kRabMaxKnob.GetBytes());
-  o.allgather_rd_max_bytes = std::max<int64_t>(0, kAgRdMaxKnob.GetBytes());
+  // WEFT_ALGO=ring keeps the flat all-gather the ring too.
+  o.allgather_rd_max_bytes =
+      o.algorithm == "ring" ? 0 : static_cast<size_t>(std::max<int64_t>(0, kAgRdMaxKnob.GetBytes()));
   o.ring_max_chunks = static_cast<int>(std::max<int64_t>(0, kRingMaxChunksKnob.GetInt()));
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
   o.recv_reduce =
@@ -524,24 +526,27 @@ Status OpContext::WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank) 
   return s;
 }
 
-Result<Pending> OpContext::SendTagged(int peer, const void* data, size_t bytes, uint64_t tag) {
-  const int w = comm_.world_rank_of(peer);
-  transport::Endpoint* ep = comm_.shared().endpoint(w);
+template <typename Post>
+Result<Pending> OpContext::PostVia(int peer, Post&& post) {
+  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
   if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
-  auto r = ep->PostSend(data, bytes, tag);
+  auto r = post(*ep);
   if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
-  // Bytes are counted here, where every collective's and user's send is posted, rather than in
-  // each transport.
-  if (metrics::Enabled()) metrics::AddSentBytes(comm_.shared().sent_counter(w), bytes);
   return Pending{*r, peer};
 }
 
+Result<Pending> OpContext::SendTagged(int peer, const void* data, size_t bytes, uint64_t tag) {
+  auto p = PostVia(peer, [&](transport::Endpoint& ep) { return ep.PostSend(data, bytes, tag); });
+  // Bytes are counted here, where every collective's and user's send is posted, rather than in
+  // each transport.
+  if (p.ok() && metrics::Enabled()) {
+    metrics::AddSentBytes(comm_.shared().sent_counter(comm_.world_rank_of(peer)), bytes);
+  }
+  return p;
+}
+
 Result<Pending> OpContext::RecvTagged(int peer, void* data, size_t bytes, uint64_t tag) {
-  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
-  if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
-  auto r = ep->PostRecv(data, bytes, tag);
-  if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
-  return Pending{*r, peer};
+  return PostVia(peer, [&](transport::Endpoint& ep) { return ep.PostRecv(data, bytes, tag); });
 }
 
 bool OpContext::CanRecvReduce(int peer) const {
@@ -552,11 +557,10 @@ bool OpContext::CanRecvReduce(int peer) const {
 
 Result<Pending> OpContext::RecvReduce(int peer, void* acc, const void* in, size_t bytes,
                                       DType dtype, ReduceOp op, int step) {
-  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
-  if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
-  auto r = ep->PostRecvReduce(acc, in, bytes, comm_.CollectiveTag(seq_, step), dtype, op);
-  if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
-  return Pending{*r, peer};
+  const uint64_t tag = comm_.CollectiveTag(seq_, step);
+  return PostVia(peer, [&](transport::Endpoint& ep) {
+    return ep.PostRecvReduce(acc, in, bytes, tag, dtype, op);
+  });
 }
 
 Result<Pending> OpContext::Send(int peer, const void* data, size_t bytes, int step) {

@@ -44,7 +44,7 @@ struct ResolvedOptions {
   int64_t rd_max_bytes = 0;
   int64_t rab_min_bytes = 0;
   int64_t rab_max_bytes = 0;
-  int64_t allgather_rd_max_bytes = 0;  // flat all-gathers up to this (gathered) size: recursive doubling
+  size_t allgather_rd_max_bytes = 0;  // flat all-gathers up to this (gathered) size: recursive doubling
   int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;
   size_t shm_coll_chunk_bytes = 0;
@@ -223,6 +223,9 @@ class OpContext {
 
  private:
   Status FailureOf(const Pending& p, const Status& s);
+  // Posts with post(endpoint of `peer`); a transport's refusal fails the operation (FailureOf).
+  template <typename Post>
+  Result<Pending> PostVia(int peer, Post&& post);
   // The operation's deadline, fixed on first use (from `now` where the caller has read the clock).
   const Deadline& deadline(Clock::time_point now = Clock::time_point::min()) const {
     if (timeout_ms_ >= 0) {

@@ -53,7 +53,10 @@ Status RingReduceScatter(OpContext& ctx, const uint8_t* in, uint8_t* acc,
   // acc = in op piece (same bits). 2 ranks, TCP loopback, 64 MiB all-reduce: see docs/performance.md.
   const bool fused = ctx.CanRecvReduce(left);
   uint8_t* scratch[2] = {nullptr, nullptr};
-  if (!fused) scratch[0] = ctx.Scratch(max_block * es, 0), scratch[1] = ctx.Scratch(max_block * es, 1);
+  if (!fused) {
+    scratch[0] = ctx.Scratch(max_block * es, 0);
+    scratch[1] = ctx.Scratch(max_block * es, 1);
+  }
 
   std::vector<Pending> sends;
   std::vector<std::vector<Pending>> recvs(2);

@@ -243,8 +243,8 @@ Result<RequestPtr> TcpPeer::Post(void* data, size_t size, uint64_t tag, const Re
   // A lost peer sends nothing more; only messages that had fully arrived (above) can match.
   if (!error_.ok()) return error_;
   KeepArmedFor(req);
-  posted_[tag].push_back(PostedRecv{req, static_cast<char*>(data), size, reduce != nullptr,
-                                    reduce != nullptr ? *reduce : ReduceSpec{}});
+  posted_[tag].push_back(PostedRecv{req, static_cast<char*>(data), size,
+                                    reduce != nullptr ? std::optional(*reduce) : std::nullopt});
   return RequestPtr(std::move(req));
 }
 
@@ -613,7 +613,8 @@ void TcpPeer::Deliver(PeerSocket& s, const char* src, size_t n) {
 
 void TcpPeer::ReduceLand(PeerSocket& s, const char* src, size_t n) {
   InMessage* m = s.msg;
-  const size_t es = m->esize;
+  const ReduceSpec& r = m->spec;
+  const size_t es = DTypeSize(r.dtype);
   const uint64_t off = s.pos;  // message offset of src[0]
   const bool chunk_ends = n == s.left;
   // Senders cut messages at multiples of their chunk size, which is whole 64-byte units, so a
@@ -631,13 +632,13 @@ void TcpPeer::ReduceLand(PeerSocket& s, const char* src, size_t n) {
     s.carry_len += i;
     if (s.carry_len == es) {
       const uint64_t at = off + i - es;
-      ReduceInto(m->dtype, m->op, m->dest + at, m->in + at, s.carry, 1);
+      ReduceInto(r.dtype, r.op, m->dest + at, r.in + at, s.carry, 1);
       s.carry_len = 0;
     }
   }
   const size_t whole = (n - i) / es * es;
   if (whole > 0) {
-    ReduceInto(m->dtype, m->op, m->dest + off + i, m->in + off + i, src + i, whole / es);
+    ReduceInto(r.dtype, r.op, m->dest + off + i, r.in + off + i, src + i, whole / es);
   }
   if (i + whole < n) {
     s.carry_len = n - i - whole;
@@ -672,7 +673,7 @@ void TcpPeer::AdvanceMatching() {
       PostedRecv r = std::move(pit->second.front());
       pit->second.pop_front();
       if (pit->second.empty()) posted_.erase(pit);
-      Attach(m, std::move(r.req), r.data, r.size, r.reduce ? &r.spec : nullptr);
+      Attach(m, std::move(r.req), r.data, r.size, r.reduce ? &*r.reduce : nullptr);
     } else {
       m->state = InMessage::State::kUnexpected;
       unexpected_[m->tag].push_back(m);
@@ -696,10 +697,7 @@ void TcpPeer::Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, 
   m->state = InMessage::State::kMatched;
   m->recv = std::move(req);
   if (reduce != nullptr) {
-    m->dtype = reduce->dtype;
-    m->op = reduce->op;
-    m->esize = static_cast<uint32_t>(DTypeSize(reduce->dtype));
-    m->in = reduce->in;
+    m->spec = *reduce;
     if (m->high_water > 0) {
       // Part of it is in heap already (which bytes is not tracked): it all lands there and is
       // reduced once complete.
@@ -725,7 +723,8 @@ void TcpPeer::Finish(InMessage* m) {
   switch (m->state) {
     case InMessage::State::kMatched: {
       if (m->reduce_at_finish && m->total > 0) {
-        ReduceInto(m->dtype, m->op, m->acc, m->in, m->heap.get(), m->total / m->esize);
+        const ReduceSpec& r = m->spec;
+        ReduceInto(r.dtype, r.op, m->acc, r.in, m->heap.get(), m->total / DTypeSize(r.dtype));
       }
       std::shared_ptr<TcpRequest> req = std::move(m->recv);
       messages_.erase(m->seq);

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -106,6 +107,13 @@ struct PeerSocket : PollTarget {
   size_t out_written = 0;  // of header + payload
 };
 
+// What a receive reduced as it lands (PostRecvReduce) reduces with: acc = in op message.
+struct ReduceSpec {
+  const char* in = nullptr;
+  DType dtype = DType::kFloat32;
+  ReduceOp op = ReduceOp::kSum;
+};
+
 // A message from the peer whose first chunk header has arrived. Owned by TcpPeer::messages_.
 struct InMessage {
   enum class State {
@@ -124,14 +132,11 @@ struct InMessage {
   char* dest = nullptr;  // heap.get(), the receive's buffer, or null (dropped / empty)
   std::shared_ptr<TcpRequest> recv;
   // Matched to PostRecvReduce: `dest` is the accumulator; each payload byte range is reduced
-  // into it with `in` as it is read (fused), or, when some of the message had already arrived in
+  // into it with `spec` as it is read (fused), or, when some of the message had already arrived in
   // `heap` before the receive was posted (reduce_at_finish), the whole of it once complete.
   bool reduce = false;
   bool reduce_at_finish = false;
-  DType dtype = DType::kFloat32;
-  ReduceOp op = ReduceOp::kSum;
-  uint32_t esize = 1;
-  const char* in = nullptr;
+  ReduceSpec spec;
   char* acc = nullptr;  // reduce_at_finish: where the result goes
   bool complete() const { return received == total; }
 };
@@ -260,11 +265,6 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
   void ReduceLand(PeerSocket& s, const char* src, size_t n);
   void Advance(PeerSocket& s, size_t n);
   void AdvanceMatching();
-  struct ReduceSpec {
-    const char* in = nullptr;
-    DType dtype = DType::kFloat32;
-    ReduceOp op = ReduceOp::kSum;
-  };
   // `reduce` null: a plain receive into data.
   void Attach(InMessage* m, std::shared_ptr<TcpRequest> req, char* data, size_t size,
               const ReduceSpec* reduce);
@@ -281,8 +281,7 @@ class TcpPeer final : public ProgressSource, public std::enable_shared_from_this
     std::shared_ptr<TcpRequest> req;
     char* data;
     size_t size;
-    bool reduce;
-    ReduceSpec spec;
+    std::optional<ReduceSpec> reduce;
   };
 
   const Options opt_;
