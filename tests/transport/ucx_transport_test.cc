@@ -3,8 +3,9 @@
 // across the inline and the separate-data paths, size mismatches on both paths, a wrong job
 // secret, a peer process SIGKILLed mid-receive (named within seconds, through UCX's own error
 // report and through the same-host pidfd), idle CPU use of a connected transport, small sends
-// completing inside PostSend, and many threads waiting at once while the worker passes between
-// spinning waiters, sleeping waiters and the progress thread.
+// completing inside PostSend, many threads waiting at once while the worker passes between
+// spinning waiters, sleeping waiters and the progress thread, ranks that disagree on
+// WEFT_UCX_INLINE_BYTES, and control messages forged by a UCP worker outside the job.
 //
 // The killed-peer tests re-execute this binary as the peer (WEFT_UCX_TEST_CHILD), so the child
 // starts UCX in a fresh process instead of inheriting a forked copy of the parent's.
@@ -14,14 +15,19 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <ucp/api/ucp.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "transport/ucx/ucx_wire.h"
 
 namespace weft::transport::ucx {
 namespace {
@@ -63,14 +69,18 @@ struct Ranks {
   }
 };
 
+// `inline_by_rank`, when given, sets each rank's inline limit (else `inline_bytes` for all);
+// `on_connected(rank)` runs on a rank's connecting thread as soon as its Connect() returns.
 void MakeRanks(Ranks& r, int n, const std::string& tls, std::vector<std::string> secrets = {},
-               size_t inline_bytes = 0) {
+               size_t inline_bytes = 0, std::vector<size_t> inline_by_rank = {},
+               const std::function<void(int)>& on_connected = nullptr) {
   std::string job = NewJobId();
   std::vector<PeerInfo> infos;
   UcxTransportOptions options;
   options.tls = tls;
   options.inline_bytes = inline_bytes;
   for (int i = 0; i < n; ++i) {
+    if (!inline_by_rank.empty()) options.inline_bytes = inline_by_rank[i];
     std::string secret = secrets.empty() ? kSecret : secrets[i];
     auto t = CreateUcxTransport(Config(i, n, job, secret, "ucx-test-host"), options);
     ASSERT_TRUE(t.ok()) << t.status().ToString();
@@ -98,6 +108,7 @@ void MakeRanks(Ranks& r, int n, const std::string& tls, std::vector<std::string>
       for (size_t k = 0; k < peers.size(); ++k) {
         r.endpoints[i][peers[k].rank] = std::move((*eps)[k]);
       }
+      if (on_connected) on_connected(i);
     });
   }
   for (auto& t : threads) t.join();
@@ -320,6 +331,166 @@ TEST_P(UcxTransportTest, IdleTransportUsesLittleCpu) {
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE((*q1)->Wait(Soon()).ok());
   EXPECT_EQ(std::memcmp(b, x, sizeof(x)), 0);
+}
+
+TEST_P(UcxTransportTest, InlineLimitsNeedNotAgree) {
+  // A control message carries its inline payload whatever its size, so a receiver with a small
+  // limit takes a large inline message from a sender with a large one, and the other way round.
+  Ranks r;
+  MakeRanks(r, 2, GetParam(), {}, 0, /*inline_by_rank=*/{8000, 64});
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  for (size_t size : {size_t{8}, size_t{200}, size_t{4000}, size_t{7999}}) {
+    std::vector<uint8_t> out0 = Pattern(size, 1), out1 = Pattern(size, 2);
+    std::vector<uint8_t> in0(size), in1(size);
+    auto q1 = r.endpoints[1][0]->PostRecv(in1.data(), size, 9);
+    auto q0 = r.endpoints[0][1]->PostRecv(in0.data(), size, 9);
+    auto s0 = r.endpoints[0][1]->PostSend(out0.data(), size, 9);
+    auto s1 = r.endpoints[1][0]->PostSend(out1.data(), size, 9);
+    ASSERT_TRUE(q0.ok() && q1.ok() && s0.ok() && s1.ok());
+    for (RequestPtr* q : {&*q0, &*q1, &*s0, &*s1}) {
+      Status st = (*q)->Wait(Soon());
+      ASSERT_TRUE(st.ok()) << size << " bytes: " << st.ToString();
+    }
+    EXPECT_EQ(in1, out0) << size << " bytes, rank 0 -> 1";
+    EXPECT_EQ(in0, out1) << size << " bytes, rank 1 -> 0";
+  }
+  auto st0 = GetUcxStats(*r.transports[0]);
+  auto st1 = GetUcxStats(*r.transports[1]);
+  ASSERT_TRUE(st0.ok() && st1.ok());
+  EXPECT_EQ(st0->data_sends, 0u);    // all four inline at rank 0
+  EXPECT_EQ(st1->inline_sends, 1u);  // only the 8-byte one at rank 1
+  EXPECT_EQ(st0->dropped_ctrl + st1->dropped_ctrl, 0u);
+}
+
+TEST_P(UcxTransportTest, MessagesSentTheMomentConnectReturnsArrive) {
+  // Rank 0 sends as soon as its Connect() returns, while rank 1 may still be finishing its half
+  // of the handshake: such a control message can reach rank 1 before rank 0's proof has been
+  // checked there, and is held (early_ctrl) until it has, then delivered in order.
+  uint64_t early = 0;
+  for (int round = 0; round < 20; ++round) {
+    Ranks r;
+    std::vector<uint64_t> out = {11, 22, 33};
+    std::vector<RequestPtr> sends;
+    MakeRanks(r, 2, GetParam(), {}, 0, {}, [&](int rank) {
+      if (rank != 0) return;
+      for (uint64_t& v : out) {
+        auto s = r.endpoints[0][1]->PostSend(&v, sizeof(v), 4);
+        ASSERT_TRUE(s.ok()) << s.status().ToString();
+        sends.push_back(*s);
+      }
+    });
+    ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+    for (uint64_t want : out) {
+      uint64_t got = 0;
+      auto q = r.endpoints[1][0]->PostRecv(&got, sizeof(got), 4);
+      ASSERT_TRUE(q.ok());
+      Status st = (*q)->Wait(Soon());
+      ASSERT_TRUE(st.ok()) << "round " << round << ": " << st.ToString();
+      EXPECT_EQ(got, want) << "round " << round;
+    }
+    for (auto& s : sends) ASSERT_TRUE(s->Wait(Soon()).ok());
+    EXPECT_EQ(GetUcxStats(*r.transports[1])->dropped_ctrl, 0u);
+    early += GetUcxStats(*r.transports[1])->early_ctrl;
+  }
+  std::printf("control messages held for the handshake: %llu of 60\n",
+              static_cast<unsigned long long>(early));
+}
+
+// A UCP worker outside the job that has learned a rank's worker address.
+class Forger {
+ public:
+  explicit Forger(const std::string& tls) {
+    ucp_config_t* config = nullptr;
+    EXPECT_EQ(ucp_config_read(nullptr, nullptr, &config), UCS_OK);
+    EXPECT_EQ(ucp_config_modify(config, "TLS", tls.c_str()), UCS_OK);
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES;
+    params.features = UCP_FEATURE_AM | UCP_FEATURE_TAG;
+    EXPECT_EQ(ucp_init(&params, config, &context_), UCS_OK);
+    ucp_config_release(config);
+    ucp_worker_params_t wp{};
+    EXPECT_EQ(ucp_worker_create(context_, &wp, &worker_), UCS_OK);
+  }
+  ~Forger() {
+    if (ep_ != nullptr) {
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      Finish(ucp_ep_close_nbx(ep_, &param));
+    }
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(context_);
+  }
+  void Connect(const std::string& hex_address) {
+    address_.resize(hex_address.size() / 2);
+    for (size_t i = 0; i < address_.size(); ++i) {
+      address_[i] = static_cast<char>(std::stoi(hex_address.substr(2 * i, 2), nullptr, 16));
+    }
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+    ep.address = reinterpret_cast<const ucp_address_t*>(address_.data());
+    ASSERT_EQ(ucp_ep_create(worker_, &ep, &ep_), UCS_OK);
+  }
+  // One control message: `header_length` bytes of `hdr` as the AM header, `payload` as data.
+  void Send(const CtrlHeader& hdr, size_t header_length, const std::string& payload) {
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_AM_SEND_FLAG_EAGER;
+    Finish(ucp_am_send_nbx(ep_, kCtrlAmId, &hdr, header_length, payload.data(), payload.size(),
+                           &param));
+  }
+
+ private:
+  void Finish(ucs_status_ptr_t r) {
+    if (!UCS_PTR_IS_PTR(r)) return;
+    Deadline end = Deadline::AfterMs(5000);
+    while (ucp_request_check_status(r) == UCS_INPROGRESS && !end.Expired()) {
+      ucp_worker_progress(worker_);
+    }
+    ucp_request_free(r);
+  }
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_ep_h ep_ = nullptr;
+  std::string address_;
+};
+
+TEST_P(UcxTransportTest, ForgedControlMessagesAreDropped) {
+  // Anyone who learns a worker address can send it active messages; only the authenticated
+  // peer's token gets a message matched. Each forgery is dropped and counted, and the genuine
+  // message that follows still lands in the receive the forgeries aimed at.
+  Ranks r;
+  MakeRanks(r, 2, GetParam());
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  uint64_t got = 0;
+  auto q = r.endpoints[1][0]->PostRecv(&got, sizeof(got), 21);
+  ASSERT_TRUE(q.ok());
+  auto addr = r.transports[1]->Listen();  // the address it published
+  ASSERT_TRUE(addr.ok());
+  {
+    Forger forger(GetParam());
+    forger.Connect(*addr);
+    const std::string fake(8, '\x66');
+    CtrlHeader hdr{kCtrlMagic, kInline, /*token=*/0x1234, /*seq=*/0, /*tag=*/21, /*size=*/8,
+                   /*src=*/0, 0};
+    forger.Send(hdr, sizeof(hdr), fake);  // rank 0's name, a guessed token
+    CtrlHeader stranger = hdr;
+    stranger.src = 5;
+    forger.Send(stranger, sizeof(stranger), fake);  // a rank that is not in the job
+    forger.Send(hdr, 12, fake);                     // a truncated header
+    Deadline end = Deadline::AfterMs(10000);
+    while (GetUcxStats(*r.transports[1])->dropped_ctrl < 3 && !end.Expired()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(GetUcxStats(*r.transports[1])->dropped_ctrl, 3u);
+  }
+  EXPECT_FALSE((*q)->Test()) << "a forged message completed the receive";
+  const uint64_t genuine = 0x600DF00D;
+  auto s = r.endpoints[0][1]->PostSend(&genuine, sizeof(genuine), 21);
+  ASSERT_TRUE(s.ok());
+  Status st = (*q)->Wait(Soon());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(got, genuine);
 }
 
 // ---- A peer in another process, SIGKILLed ----

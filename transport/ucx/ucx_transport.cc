@@ -5,9 +5,13 @@
 // Threads and locking. One mutex (Core::mu_) guards the UCP worker (created
 // UCS_THREAD_MODE_SERIALIZED) and all matching state. Whoever holds it may drive the worker: the
 // progress thread, a waiter spinning in Wait() (try-lock only), or a thread posting a request.
-// UCP callbacks therefore always run under the mutex; they only record an Event, and Drain()
-// handles the events after the UCP call returns, so no UCP call ever re-enters our state while
-// we iterate it (ucp_request_cancel and a forced ucp_ep_close_nbx call callbacks synchronously).
+// UCP callbacks therefore always run under the mutex. Request callbacks only record an Event, and
+// Drain() handles the events after the UCP call returns, so no UCP call ever re-enters our state
+// while we iterate it (ucp_request_cancel and a forced ucp_ep_close_nbx call callbacks
+// synchronously). The control-message callback (an active message, only ever called from inside
+// ucp_worker_progress, which nothing calls while iterating our lists) matches the header itself:
+// an inline payload goes straight into its receive, which completes there; what needs a UCP call
+// (posting a data receive) becomes an Event.
 //
 // Progress modes. Waiters spin for a while (WEFT_UCX_WAIT_SPIN_US) driving the worker themselves,
 // as MPI libraries do; a message that arrives while someone spins costs no thread wake-up and no
@@ -61,6 +65,8 @@ namespace {
 
 WEFT_ENV_KNOB(kInlineKnob, "WEFT_UCX_INLINE_BYTES", "8000",
               "UCX messages up to this size travel inside their control message (0..65536); "
+              "larger ones go as a separate UCP message (eager or zero-copy rendezvous). Ranks "
+              "may differ: a receiver takes an inline message of any size"); "
               "larger ones go as a separate UCP message (eager or zero-copy rendezvous). Must "
               "agree across ranks");
 
@@ -73,8 +79,10 @@ constexpr size_t kImmediateBytes = 256;
 // 34-35 us, 32 KiB 113-120 -> 71-74 us. Not above: over posix a 64 KiB message then took 8x
 // longer (the all-reduce of 128 KiB: 67-72 -> 548-745 us).
 constexpr size_t kFastDataBytes = 32 << 10;
-// Control-message receives kept posted on the worker (any source).
-constexpr int kBouncePool = 32;
+// Control messages (and their inline bytes) kept from a peer whose half of the handshake
+// finished before ours.
+constexpr size_t kMaxEarlyCtrl = 4096;
+constexpr size_t kMaxEarlyBytes = 16 << 20;
 // Released Ops kept for reuse.
 constexpr size_t kOpPool = 256;
 constexpr int kIdlePollMs = 100;
@@ -120,9 +128,9 @@ struct Peer;
 class Core;
 
 // One operation of ours on the worker: a send (one or two UCP messages), a receive, an
-// authentication message, a control-message receive (bounce), a flush or a close. Owned by its
-// Core (on its live list, then back in its pool: a message's path allocates no Op); it is the
-// user_data of its UCP requests, so it lives until they have completed.
+// authentication message, a flush or a close. Owned by its Core (on its live list, then back in
+// its pool: a message's path allocates no Op); it is the user_data of its UCP requests, so it
+// lives until they have completed.
 struct Op {
   enum class Kind {
     kSend,
@@ -132,7 +140,6 @@ struct Op {
     kAuthSend,
     kHelloRecv,
     kProofRecv,
-    kBounce,
     kFlush,
     kClose
   };
@@ -153,14 +160,10 @@ struct Op {
     buf = nullptr;
     size = 0;
     tag = 0;
-    bounce.reset();
-    cap = 0;
-    hello = HelloMsg{};
-    proof = ProofMsg{};
   }
   Core* core;
   Kind kind;
-  Peer* peer;  // null for bounces
+  Peer* peer;
   // Intrusive links: Core's list of live ops, and the peer's list of ops with UCP requests
   // pending (in_flight).
   Op* live_prev = nullptr;
@@ -173,17 +176,13 @@ struct Op {
   int parts = 0;                           // UCP requests not yet completed
   void* ucp_reqs[2] = {nullptr, nullptr};  // in flight; null once their callback ran
   ucs_status_t error = UCS_OK;             // first failed part
-  // Sends.
+  // Sends: the control message's header (UCP reads it until the send completes).
   CtrlHeader hdr{};
-  // Inline sends: header and payload, contiguous (larger ones use `bounce`).
-  alignas(8) char small[sizeof(CtrlHeader) + 216];
   // Receives.
   char* buf = nullptr;
   size_t size = 0;
   uint64_t tag = 0;
-  // Bounces, authentication messages and large inline sends.
-  std::unique_ptr<char[]> bounce;
-  size_t cap = 0;
+  // Authentication messages (set before use: Reuse() leaves them).
   HelloMsg hello{};
   ProofMsg proof{};
 };
@@ -259,6 +258,9 @@ struct Peer {
   Status auth_error;
   uint64_t token_out = 0;
   uint64_t token_in = 0;
+  // Control messages (header, inline payload) that arrived before Verify() authenticated it.
+  std::vector<std::pair<CtrlHeader, std::string>> early;
+  size_t early_bytes = 0;
   bool flushing = false;
   // Data path.
   Status failed;         // sticky: lost, refused or aborted
@@ -279,6 +281,10 @@ struct Event {
   ucs_status_t status = UCS_OK;
   ucp_tag_recv_info_t info{};
   Peer* err_peer = nullptr;  // an endpoint error instead of a completion
+  // Instead of a completion: `op` (a receive, or a drop) matched a header in the control-message
+  // callback, and its data receive (tag kData|peer|data_seq) is to be posted.
+  bool start_data = false;
+  uint64_t data_seq = 0;
 };
 
 std::string ProofText(const std::string& job, int from, int to, const uint8_t* nonce_from,
@@ -332,6 +338,9 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
     op->called = true;
     events_.push_back(ev);
   }
+  // The control-message callback: an active message, its AM header a CtrlHeader.
+  void OnCtrl(const void* header, size_t header_length, const char* data, size_t length,
+              uint64_t recv_attr);
   void PushPeerError(Peer* peer, ucp_ep_h ep, ucs_status_t status) {
     if (peer->ep != ep) return;  // an endpoint we already closed
     Event ev;
@@ -348,6 +357,14 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   void StartSend(Op* op, int part, ucp_ep_h ep, const void* buf, size_t count, uint64_t tag,
                  ucp_datatype_t dt, bool fast = false);
   void StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask);
+  // Sends a control message: `hdr` (which must live until the send completes) and `size` bytes
+  // of inline payload.
+  void StartCtrl(Op* op, const CtrlHeader* hdr, const void* payload, size_t size);
+  // Records how a UCP send or receive call that started part `part` of `op` returned.
+  void Started(Op* op, int part, ucs_status_ptr_t r);
+  // Posts the data receive of a matched header later, from Drain (Event::start_data).
+  void StartDataLater(Op* op, uint64_t seq);
+  void StartData(Op* op, uint64_t seq);
   void Drain();
   void Handle(const Event& ev);
   void ProgressLocked();
@@ -356,8 +373,6 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   void Run();
   void StandIn();
 
-  void PostBounce(Op* op);
-  void OnCtrl(const Event& ev);
   void Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload);
   void Match(Peer* peer, Op* recv, Arrived& a);
   void OnHello(Op* op, const Event& ev);
@@ -401,7 +416,8 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   std::atomic<bool> quiet_poll_{false};
   std::atomic<int> spinners_{0};
   std::mutex efd_mu_;  // a leaf lock: serialises adding/removing the worker fd from epoll
-  bool efd_listened_ = true;
+  // Written under efd_mu_; read without it by ListenToEfd's fast path.
+  std::atomic<bool> efd_listened_{true};
   // Spins that ended in a completion, counted; the progress thread notes when it last changed.
   std::atomic<uint64_t> spin_completions_{0};
   // Waiters that gave up spinning and sleep: while there are any and nobody spins, the progress
@@ -417,10 +433,10 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   std::unordered_map<int, Peer*> by_rank_;
   Op* live_ops_ = nullptr;                     // every Op in use (Op::live_next list); owned
   std::vector<std::unique_ptr<Op>> free_ops_;  // released Ops kept for reuse
-  std::vector<Op*> bounces_;
   std::vector<Event> events_;
   std::vector<Event> drain_batch_;  // Drain()'s batch being handled; kept for its capacity
   uint64_t handled_ = 0;            // events handled, ever
+  uint64_t delivered_ = 0;          // receives completed inside the control-message callback
   // What a send UCP completed inside PostSend returns: a request already complete (OK) and
   // shared, so the latency path allocates and completes no request of its own.
   const std::shared_ptr<UcxRequest> done_ = [] {
@@ -446,6 +462,13 @@ void RecvCallback(void* request, ucs_status_t status, const ucp_tag_recv_info_t*
   op->core->PushEvent(op, request, status, info);
 }
 
+ucs_status_t CtrlCallback(void* arg, const void* header, size_t header_length, void* data,
+                          size_t length, const ucp_am_recv_param_t* param) {
+  static_cast<Core*>(arg)->OnCtrl(header, header_length, static_cast<const char*>(data), length,
+                                  param->recv_attr);
+  return UCS_OK;  // done with `data`: whatever we keep was copied
+}
+
 void EpErrorCallback(void* arg, ucp_ep_h ep, ucs_status_t status) {
   auto* peer = static_cast<Peer*>(arg);
   peer->core->PushPeerError(peer, ep, status);
@@ -466,7 +489,7 @@ Status Core::Init(const std::string& tls) {
   }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_ESTIMATED_NUM_EPS;
-  params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_TAG | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
   params.estimated_num_eps = static_cast<size_t>(std::max(1, config_.world_size - 1));
   st = ucp_init(&params, config, &context_);
   ucp_config_release(config);
@@ -481,6 +504,17 @@ Status Core::Init(const std::string& tls) {
   if (st != UCS_OK) {
     worker_ = nullptr;
     return UnavailableError(who_ + ": ucp_worker_create: " + UcsText(st));
+  }
+  ucp_am_handler_param_t hp{};
+  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                  UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+  hp.id = kCtrlAmId;
+  hp.flags = UCP_AM_FLAG_WHOLE_MSG;  // a multi-fragment inline message arrives whole
+  hp.cb = CtrlCallback;
+  hp.arg = this;  // the worker goes before the Core
+  st = ucp_worker_set_am_recv_handler(worker_, &hp);
+  if (st != UCS_OK) {
+    return UnavailableError(who_ + ": ucp_worker_set_am_recv_handler: " + UcsText(st));
   }
   st = ucp_worker_get_efd(worker_, &efd_);
   if (st != UCS_OK) return UnavailableError(who_ + ": ucp_worker_get_efd: " + UcsText(st));
@@ -660,15 +694,6 @@ Result<std::vector<Peer*>> Core::Connect(const std::vector<PeerInfo>& infos, Dea
     Drain();
     return err;
   }
-  for (int i = 0; i < kBouncePool; ++i) {
-    Op* b = NewOp(Op::Kind::kBounce, nullptr);
-    b->cap = sizeof(CtrlHeader) + inline_bytes_;
-    b->bounce.reset(new char[b->cap]);
-    bounces_.push_back(b);
-    PostBounce(b);
-  }
-  Drain();
-  WakeIfSleeping();
   int local_ranks = 1;
   for (Peer* p : mine) local_ranks += p->same_host ? 1 : 0;
   spin_tight_.store(RanksFitCores(local_ranks), std::memory_order_relaxed);
@@ -720,7 +745,6 @@ void Core::ReleaseOp(Op* op) {
   if (op->live_next != nullptr) op->live_next->live_prev = op->live_prev;
   if (free_ops_.size() < kOpPool) {
     op->req.reset();  // the caller may hold the request; we no longer do
-    op->bounce.reset();
     free_ops_.emplace_back(op);
   } else {
     delete op;
@@ -747,12 +771,29 @@ void Core::StartSend(Op* op, int part, ucp_ep_h ep, const void* buf, size_t coun
   param.datatype = dt;
   ++op->parts;
   TrackInFlight(op);
-  ucs_status_ptr_t r = ucp_tag_send_nbx(ep, buf, count, tag, &param);
+  Started(op, part, ucp_tag_send_nbx(ep, buf, count, tag, &param));
+}
+
+void Core::StartCtrl(Op* op, const CtrlHeader* hdr, const void* payload, size_t size) {
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
+  param.cb.send = SendCallback;
+  param.user_data = op;
+  param.datatype = ucp_dt_make_contig(1);
+  param.flags = UCP_AM_SEND_FLAG_EAGER;  // the receiver's callback takes the payload at once
+  ++op->parts;
+  TrackInFlight(op);
+  Started(op, 0,
+          ucp_am_send_nbx(op->peer->ep, kCtrlAmId, hdr, sizeof(CtrlHeader), payload, size, &param));
+}
+
+void Core::Started(Op* op, int part, ucs_status_ptr_t r) {
   if (UCS_PTR_IS_PTR(r)) {
     op->ucp_reqs[part] = r;
     return;
   }
-  Event ev;
+  Event ev;  // done at once, or failed: not even a request
   ev.op = op;
   ev.part = part;
   ev.status = UCS_PTR_STATUS(r);
@@ -785,10 +826,6 @@ void Core::StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask)
   events_.push_back(ev);
 }
 
-void Core::PostBounce(Op* b) {
-  StartRecv(b, b->bounce.get(), b->cap, MakeTag(TagKind::kCtrl, 0), kKindMask);
-}
-
 Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uint64_t tag) {
   if (data == nullptr && size > 0) {
     return InvalidArgumentError("PostSend: null buffer of " + std::to_string(size) +
@@ -800,23 +837,28 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   if (peer->said_bye) return ByeStatus(peer);
   const uint64_t seq = peer->next_send_seq;
   const bool is_inline = size <= inline_bytes_;
-  const CtrlHeader hdr{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size};
-  const uint64_t ctrl_tag = MakeTag(TagKind::kCtrl, config_.rank);
+  const CtrlHeader hdr{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size,
+                       static_cast<uint32_t>(config_.rank), 0};
   if (is_inline && size <= kImmediateBytes) {
     // A small message first tries UCP's immediate path (eager short: done when the call
-    // returns, or refused with NO_RESOURCE), from a stack buffer and with no Op, no callback
-    // and no event: the common case of the latency path. Refused, it takes the general path.
+    // returns, or refused with NO_RESOURCE), from a stack buffer and with no Op, no callback and
+    // no event: the common case of the latency path. Refused, it takes the general path. Header
+    // and payload go as one contiguous AM data block, not as AM header and data: UCP sends the
+    // latter through an iov (uct_mm_ep_am_short_iov over shared memory), about 160 instructions
+    // more per message.
     alignas(8) char buf[sizeof(CtrlHeader) + kImmediateBytes];
     std::memcpy(buf, &hdr, sizeof(CtrlHeader));
     if (size > 0) std::memcpy(buf + sizeof(CtrlHeader), data, size);
     ucp_request_param_t param{};
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS |
+                         UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
     param.datatype = ucp_dt_make_contig(1);
+    param.flags = UCP_AM_SEND_FLAG_EAGER;
     ucs_status_ptr_t r =
-        ucp_tag_send_nbx(peer->ep, buf, sizeof(CtrlHeader) + size, ctrl_tag, &param);
+        ucp_am_send_nbx(peer->ep, kCtrlAmId, nullptr, 0, buf, sizeof(CtrlHeader) + size, &param);
     if (UCS_PTR_IS_PTR(r)) {
       // Not expected with FORCE_IMM_CMPL; should UCP queue it anyway, it must finish before the
-      // stack buffer goes away.
+      // stack header goes away.
       while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker_);
       ucs_status_t st = ucp_request_check_status(r);
       ucp_request_free(r);
@@ -838,24 +880,15 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   op->hdr = hdr;
   ++busy_ops_;
   if (is_inline) {
+    // The payload goes as the active message's data, read by UCP from the caller's buffer (which
+    // the caller keeps until the send completes): no copy of ours.
     ++stats_.inline_sends;
-    // Header and payload copied into one contiguous buffer rather than sent as an iov: UCP sends
-    // only contiguous data by its eager-short path, which completes inside ucp_tag_send_nbx (no
-    // request, no callback later); an iov always takes the slower request-based path.
-    const size_t len = sizeof(CtrlHeader) + size;
-    char* buf = op->small;
-    if (len > sizeof(op->small)) {
-      op->bounce.reset(new char[len]);
-      buf = op->bounce.get();
-    }
-    std::memcpy(buf, &op->hdr, sizeof(CtrlHeader));
-    if (size > 0) std::memcpy(buf + sizeof(CtrlHeader), data, size);
-    StartSend(op, 0, peer->ep, buf, len, ctrl_tag, ucp_dt_make_contig(1));
+    StartCtrl(op, &op->hdr, data, size);
   } else {
     // The header first, then the data on its own tag: both leave now, so the receiver never
     // waits a round trip; UCP picks eager or rendezvous for the data by its size.
     ++stats_.data_sends;
-    StartSend(op, 0, peer->ep, &op->hdr, sizeof(CtrlHeader), ctrl_tag, ucp_dt_make_contig(1));
+    StartCtrl(op, &op->hdr, nullptr, 0);
     StartSend(op, 1, peer->ep, data, size, MakeTag(TagKind::kData, config_.rank, seq),
               ucp_dt_make_contig(1), /*fast=*/size <= kFastDataBytes);
   }
@@ -902,24 +935,48 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
 
 // ---- Matching ----------------------------------------------------------------------------------
 
-void Core::OnCtrl(const Event& ev) {
-  const int rank = TagRank(ev.info.sender_tag);
-  auto it = by_rank_.find(rank);
-  Peer* peer = it == by_rank_.end() ? nullptr : it->second;
-  const char* buf = ev.op->bounce.get();
-  const size_t len = ev.info.length;
+void Core::OnCtrl(const void* header, size_t header_length, const char* data, size_t length,
+                  uint64_t recv_attr) {
   CtrlHeader hdr{};
+  Peer* peer = nullptr;
   std::string why;
-  if (peer == nullptr || !peer->authed) {
-    why = "it names rank " + std::to_string(rank) + ", which is not an authenticated peer";
-  } else if (len < sizeof(CtrlHeader)) {
-    why = "it is too short";
+  if (header_length == 0 && length >= sizeof(CtrlHeader) &&
+      !(recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+    // The immediate path's form: header and payload in one data block.
+    header = data;
+    header_length = sizeof(CtrlHeader);
+    data += sizeof(CtrlHeader);
+    length -= sizeof(CtrlHeader);
+  }
+  if (header_length != sizeof(CtrlHeader)) {
+    why = "its header has " + std::to_string(header_length) + " bytes";
   } else {
-    std::memcpy(&hdr, buf, sizeof(hdr));
-    if (hdr.magic != kCtrlMagic || hdr.token != peer->token_in) {
+    std::memcpy(&hdr, header, sizeof(hdr));
+    auto it = by_rank_.find(static_cast<int>(hdr.src));
+    peer = it == by_rank_.end() ? nullptr : it->second;
+    if (peer == nullptr) {
+      why = "it names rank " + std::to_string(hdr.src) + ", which is not a peer";
+    } else if (!peer->authed && peer->auth_error.ok() && peer->failed.ok()) {
+      // The peer finished its half of the handshake first; its proof may still be on its way
+      // (a tag message, handled after this callback returns). Kept, up to a bound, until
+      // Verify() decides, then handled in order.
+      const size_t keep = (recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ? 0 : length;
+      if (peer->early.size() >= kMaxEarlyCtrl || peer->early_bytes + keep > kMaxEarlyBytes) {
+        why = "it came before the end of the handshake, behind " +
+              std::to_string(peer->early.size()) + " others";
+      } else {
+        peer->early.push_back({hdr, std::string(data, keep)});
+        peer->early_bytes += keep;
+        ++stats_.early_ctrl;
+        return;
+      }
+    } else if (!peer->authed) {
+      why = "it names " + peer->name + ", which is not an authenticated peer";
+    } else if (hdr.magic != kCtrlMagic || hdr.token != peer->token_in) {
       why = "its magic or token is wrong (not from the authenticated " + peer->name + ")";
-    } else if ((hdr.flags & kInline) ? len != sizeof(CtrlHeader) + hdr.size
-                                     : len != sizeof(CtrlHeader)) {
+    } else if (recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      why = "it came by rendezvous (control messages are sent eager)";
+    } else if ((hdr.flags & kInline) ? length != hdr.size : length != 0) {
       why = "its length does not match its header";
     }
   }
@@ -934,11 +991,11 @@ void Core::OnCtrl(const Event& ev) {
     if (hdr.flags & kBye) peer->said_bye = true;
     return;
   }
-  const char* payload = buf + sizeof(CtrlHeader);
   if (hdr.seq == peer->next_ctrl_seq) {
-    Deliver(peer, hdr, payload);
+    Deliver(peer, hdr, data);
     ++peer->next_ctrl_seq;
-    // Headers that overtook this one (possible only when UCP completes receives out of order).
+    // Headers that overtook this one (UCP delivers one endpoint's active messages in order, so
+    // this is a guard, not a path).
     for (auto r = peer->reorder.begin();
          r != peer->reorder.end() && r->first == peer->next_ctrl_seq; r = peer->reorder.erase(r)) {
       CtrlHeader h{kCtrlMagic,
@@ -946,7 +1003,9 @@ void Core::OnCtrl(const Event& ev) {
                    0,
                    r->second.seq,
                    r->second.tag,
-                   r->second.size};
+                   r->second.size,
+                   hdr.src,
+                   0};
       Deliver(peer, h, r->second.payload());
       ++peer->next_ctrl_seq;
     }
@@ -957,7 +1016,7 @@ void Core::OnCtrl(const Event& ev) {
     a.seq = hdr.seq;
     a.is_inline = (hdr.flags & kInline) != 0;
     a.bye = (hdr.flags & kBye) != 0;
-    if (a.is_inline) a.Keep(payload, hdr.size);
+    if (a.is_inline) a.Keep(data, hdr.size);
     peer->reorder.emplace(hdr.seq, std::move(a));
   } else {
     ++stats_.dropped_ctrl;
@@ -979,10 +1038,11 @@ void Core::Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload) {
   if (posted >= 0) {
     Op* recv = peer->posted.Take(posted);
     if (a.is_inline && recv->size == a.size) {
-      // Matched at once: copy straight from the bounce buffer.
+      // Matched at once: copy straight from UCP's receive buffer.
       if (a.size > 0) std::memcpy(recv->buf, payload, a.size);
       recv->req->Complete(Status::Ok());
       ReleaseOp(recv);
+      ++delivered_;
       return;
     }
     Match(peer, recv, a);
@@ -1002,10 +1062,9 @@ void Core::Match(Peer* peer, Op* recv, Arrived& a) {
     if (!a.is_inline && peer->failed.ok()) {
       // Consume the data message: a zero-byte receive truncates it (UCP tells a rendezvous
       // sender it is done without moving the data).
-      static char sink;
       Op* drop = NewOp(Op::Kind::kDrop, peer);
       ++busy_ops_;
-      StartRecv(drop, &sink, 0, MakeTag(TagKind::kData, peer->rank, a.seq), kFullMask);
+      StartDataLater(drop, a.seq);
     }
     return;
   }
@@ -1013,6 +1072,7 @@ void Core::Match(Peer* peer, Op* recv, Arrived& a) {
     if (a.size > 0) std::memcpy(recv->buf, a.payload(), a.size);
     recv->req->Complete(Status::Ok());
     ReleaseOp(recv);
+    ++delivered_;
     return;
   }
   if (!peer->failed.ok()) {
@@ -1022,7 +1082,32 @@ void Core::Match(Peer* peer, Op* recv, Arrived& a) {
     return;
   }
   ++busy_ops_;
-  StartRecv(recv, recv->buf, recv->size, MakeTag(TagKind::kData, peer->rank, a.seq), kFullMask);
+  StartDataLater(recv, a.seq);
+}
+
+void Core::StartDataLater(Op* op, uint64_t seq) {
+  Event ev;
+  ev.op = op;
+  ev.start_data = true;
+  ev.data_seq = seq;
+  events_.push_back(ev);
+}
+
+void Core::StartData(Op* op, uint64_t seq) {
+  Peer* p = op->peer;
+  if (!p->failed.ok()) {
+    // Lost between the match and now: its data will not come.
+    --busy_ops_;
+    if (op->kind == Op::Kind::kRecv) op->req->Complete(p->failed);
+    ReleaseOp(op);
+    return;
+  }
+  // A drop: a zero-byte receive truncates the message (UCP tells a rendezvous sender it is done
+  // without moving the data).
+  static char sink;
+  void* buf = op->kind == Op::Kind::kRecv ? static_cast<void*>(op->buf) : &sink;
+  const size_t len = op->kind == Op::Kind::kRecv ? op->size : 0;
+  StartRecv(op, buf, len, MakeTag(TagKind::kData, p->rank, seq), kFullMask);
 }
 
 // ---- Authentication ----------------------------------------------------------------------------
@@ -1087,7 +1172,15 @@ void Core::Verify(Peer* p) {
                                                         p->peer_nonce, p->nonce, "proof"));
   if (ConstantTimeEqual(want.data(), p->proof_in.mac, 32)) {
     p->authed = true;
+    std::vector<std::pair<CtrlHeader, std::string>> early;
+    early.swap(p->early);
+    p->early_bytes = 0;
+    for (const auto& [hdr, payload] : early) {
+      OnCtrl(&hdr, sizeof(hdr), payload.data(), payload.size(), 0);
+    }
   } else {
+    p->early.clear();
+    p->early_bytes = 0;
     p->auth_error = UnauthenticatedError(
         "it failed authentication: its proof of the job secret does not match (wrong secret?)");
     WEFT_LOG(WARN) << who_ << ": refused " << p->name << ": " << p->auth_error.message();
@@ -1131,6 +1224,10 @@ void Core::Handle(const Event& ev) {
     return;
   }
   Op* op = ev.op;
+  if (ev.start_data) {
+    StartData(op, ev.data_seq);
+    return;
+  }
   if (ev.request != nullptr) ucp_request_free(ev.request);
   --op->parts;
   if (ev.status != UCS_OK && op->error == UCS_OK) op->error = ev.status;
@@ -1189,32 +1286,6 @@ void Core::Handle(const Event& ev) {
       OnProof(op, ev);
       ReleaseOp(op);
       return;
-    case Op::Kind::kBounce: {
-      if (ev.status == UCS_ERR_CANCELED || !aborted_.ok()) {
-        // Aborted: still read a goodbye (OnCtrl only records it for failed peers), not repost.
-        if (ev.status == UCS_OK) OnCtrl(ev);
-        bounces_.erase(std::remove(bounces_.begin(), bounces_.end(), op), bounces_.end());
-        ReleaseOp(op);
-        return;
-      }
-      if (ev.status == UCS_OK) {
-        OnCtrl(ev);
-      } else {
-        // A control message larger than our bounce buffers: the ranks disagree on
-        // WEFT_UCX_INLINE_BYTES, and the message is lost, so its sender's pair is unusable.
-        auto it = by_rank_.find(TagRank(ev.info.sender_tag));
-        std::string what = "ucx: a control message from rank " +
-                           std::to_string(TagRank(ev.info.sender_tag)) + " was lost (" +
-                           UcsText(ev.status) + "; do the ranks agree on WEFT_UCX_INLINE_BYTES?)";
-        WEFT_LOG(ERROR) << who_ << ": " << what;
-        if (it != by_rank_.end() && ev.status == UCS_ERR_MESSAGE_TRUNCATED) {
-          FailPeer(it->second, DataLossError(what), /*keep_arrived=*/true);
-          CloseEp(it->second, /*force=*/true);
-        }
-      }
-      PostBounce(op);
-      return;
-    }
   }
 }
 
@@ -1232,14 +1303,19 @@ void Core::PollOnce() {
   // Drives the worker while it moves (a large transfer advances fragment by fragment), but
   // returns as soon as something completed, unlike ProgressLocked(): the waiter then sees its
   // request done without a further ucp_worker_progress (a system call over tcp) in between.
-  while (ucp_worker_progress(worker_) != 0 && events_.empty()) {
+  const uint64_t delivered = delivered_;
+  while (ucp_worker_progress(worker_) != 0 && events_.empty() && delivered_ == delivered) {
   }
   Drain();
 }
 
 void Core::ListenToEfd(bool on) {
+  // Nothing to change, the common case (every waiter's BeginSpin asks for "off"): no lock. Racing
+  // a change the other way, the thread corrects it at its next look (Run() leaves the fd out of
+  // the set whenever someone spins).
+  if (efd_listened_.load(std::memory_order_seq_cst) == on) return;
   std::lock_guard<std::mutex> lock(efd_mu_);
-  if (on == efd_listened_ || (on && spinners_.load() > 0)) return;
+  if (on == efd_listened_.load() || (on && spinners_.load() > 0)) return;
   if (on) {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -1393,6 +1469,8 @@ void Core::FailPeer(Peer* p, const Status& why, bool keep_arrived) {
   if (!p->failed.ok()) return;
   p->failed = why;
   if (p->auth_error.ok() && !p->authed) p->auth_error = why;
+  p->early.clear();
+  p->early_bytes = 0;
   FailPosted(p, why);
   p->reorder.clear();
   // Waiters wake now. Receives still posted on the worker are cancelled; sends and matched
@@ -1483,10 +1561,10 @@ void Core::GracefulClose(const std::vector<Peer*>& peers, bool say_bye) {
 void Core::SayBye(Peer* p) {
   if (p->ep == nullptr || !p->authed) return;
   Op* op = NewOp(Op::Kind::kBye, p);
-  op->hdr = CtrlHeader{kCtrlMagic, kBye, p->token_out, p->next_send_seq++, 0, 0};
+  op->hdr = CtrlHeader{kCtrlMagic, kBye, p->token_out, p->next_send_seq++, 0, 0,
+                       static_cast<uint32_t>(config_.rank), 0};
   ++busy_ops_;
-  StartSend(op, 0, p->ep, &op->hdr, sizeof(CtrlHeader), MakeTag(TagKind::kCtrl, config_.rank),
-            ucp_dt_make_contig(1));
+  StartCtrl(op, &op->hdr, nullptr, 0);
 }
 
 // The peer's transport shut down after everything it sent had been announced: receives that
@@ -1514,13 +1592,10 @@ void Core::AbortLocked(const Status& why) {
     if (p->ep != nullptr) open.push_back(p.get());
   }
   cv_.notify_all();
-  // The control receives stay posted while the endpoints close, so the peers' goodbyes that
-  // arrive meanwhile are still read (GracefulClose skips the flush towards those; it begins by
+  // Control messages are still read while the endpoints close, so the peers' goodbyes that
+  // arrive meanwhile are noted (GracefulClose skips the flush towards those; it begins by
   // handling what is pending).
   GracefulClose(open, Orderly(why));
-  for (Op* b : bounces_) {
-    if (b->ucp_reqs[0] != nullptr) ucp_request_cancel(worker_, b->ucp_reqs[0]);
-  }
   Drain();
 }
 
@@ -1575,9 +1650,8 @@ void Core::Shutdown() {
   FreeAllOps();
 }
 
-// The control receives were cancelled at the abort, and the peers' goodbyes (and, after a
-// failure, whatever they had in flight) arrive afterwards: UCP would warn about each such
-// unexpected message as the worker is destroyed. None can matter now; take them off the worker.
+// After a failure the peers' data messages that nothing will receive any more may sit in UCP's
+// unexpected queue: UCP would warn about each such message as the worker is destroyed. None can matter now; take them off the worker.
 // A message whose data never comes (a rendezvous whose sender has gone) is cancelled at the
 // deadline.
 void Core::DiscardUnexpected(Deadline deadline) {

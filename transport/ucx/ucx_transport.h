@@ -60,6 +60,7 @@ struct UcxStats {
   uint64_t data_sends = 0;         // messages sent as a separate (eager or rendezvous) UCP message
   uint64_t immediate_sends = 0;    // sends complete on return from PostSend (UCP sent them inline)
   uint64_t dropped_ctrl = 0;       // control messages refused (bad token, magic or unknown sender)
+  uint64_t early_ctrl = 0;         // control messages held until their sender's handshake ended
   bool peer_failure_mode = false;  // some endpoint uses UCP_ERR_HANDLING_MODE_PEER
 };
 // The counters of a transport made by CreateUcxTransport; InvalidArgument for any other.

@@ -3,26 +3,33 @@
 //
 // Why a header at all: UCP matches tags per worker, not per endpoint, and a weft tag is a full
 // 64-bit value, so (source rank, weft tag) does not fit in one UCP tag. Every weft message is
-// therefore announced by a control message on the UCP tag kCtrl|src carrying a CtrlHeader
-// (weft tag, size, per-direction sequence number, per-pair token). Small messages travel inside
-// the control message (one UCP message, one copy at the receiver); larger ones follow as a
-// separate UCP message on the tag kData|src|seq, which the receiver posts straight into the
-// user's buffer once the header has matched a receive, so UCP's rendezvous moves them zero-copy.
-// Matching (FIFO per peer and weft tag, exact sizes) is done by this transport on the headers;
-// UCP only ever matches unique tags, so nothing depends on hashing or luck.
+// therefore announced by a control message: a UCP active message (id kCtrlAmId) carrying a
+// CtrlHeader (source rank, weft tag, size, per-direction sequence number, per-pair token), either
+// as its AM header or, with no AM header, at the start of its AM data (the sender's immediate
+// path: one contiguous block sends cheaper than header and data as an iov). Small messages
+// travel inside the control message as the rest of its AM data (one UCP message; the receiver
+// copies the payload from UCP's receive buffer straight into the matching receive, inside UCP's
+// callback: no receive of ours is posted on the worker for it, none reposted, no tag searched).
+// Larger ones follow as a separate UCP tag message on the tag kData|src|seq, which the receiver
+// posts straight into the user's buffer once the header has matched a receive, so UCP's
+// rendezvous moves them zero-copy. Matching (FIFO per peer and weft tag, exact sizes) is done by
+// this transport on the headers; UCP only ever matches unique tags, so nothing depends on hashing
+// or luck.
 #pragma once
 
 #include <cstdint>
 
 namespace weft::transport::ucx {
 
-// UCP tag: [63:62] kind, [61:42] source rank, [41:0] sequence number (data messages only).
-enum class TagKind : uint64_t { kCtrl = 0, kData = 1, kHello = 2, kProof = 3 };
+// UCP tag: [63:62] kind, [61:42] source rank, [41:0] sequence number (data messages only). Kind 0
+// is unused (control messages were tagged kind 0 before they became active messages).
+enum class TagKind : uint64_t { kData = 1, kHello = 2, kProof = 3 };
+// The UCP active-message id of control messages.
+inline constexpr unsigned kCtrlAmId = 0x57;
 inline constexpr int kRankBits = 20;
 inline constexpr int kSeqBits = 42;
 inline constexpr int kMaxWorldSize = 1 << kRankBits;
 inline constexpr uint64_t kSeqMask = (uint64_t{1} << kSeqBits) - 1;
-inline constexpr uint64_t kKindMask = uint64_t{3} << 62;
 inline constexpr uint64_t kRankMask = ((uint64_t{1} << kRankBits) - 1) << kSeqBits;
 inline constexpr uint64_t kFullMask = ~uint64_t{0};
 
@@ -34,18 +41,21 @@ inline constexpr int TagRank(uint64_t ucp_tag) {
   return static_cast<int>((ucp_tag & kRankMask) >> kSeqBits);
 }
 
-// Announces one weft message; for kInline messages the payload follows the header in the same
-// UCP message. Little-endian, like every weft wire format.
+// Announces one weft message: the AM header of a control message, or the start of its AM data;
+// for kInline messages the payload is the (rest of the) AM data. Little-endian, like every weft
+// wire format.
 struct CtrlHeader {
-  uint32_t magic;   // kCtrlMagic
-  uint32_t flags;   // kInline, kBye
-  uint64_t token;   // per-pair, per-direction secret from the handshake: forged headers are dropped
-  uint64_t seq;     // numbers the messages of one direction of one pair from 0
-  uint64_t tag;     // the weft tag
-  uint64_t size;    // payload bytes
+  uint32_t magic;  // kCtrlMagic
+  uint32_t flags;  // kInline, kBye
+  uint64_t token;  // per-pair, per-direction secret from the handshake: forged headers are dropped
+  uint64_t seq;    // numbers the messages of one direction of one pair from 0
+  uint64_t tag;    // the weft tag
+  uint64_t size;   // payload bytes
+  uint32_t src;    // the sender's rank (an active message does not name its endpoint)
+  uint32_t reserved;
 };
-static_assert(sizeof(CtrlHeader) == 40, "CtrlHeader is a wire format");
-inline constexpr uint32_t kCtrlMagic = 0x58435557;  // "WUCX"
+static_assert(sizeof(CtrlHeader) == 48, "CtrlHeader is a wire format");
+inline constexpr uint32_t kCtrlMagic = 0x32435557;  // "WUC2"
 inline constexpr uint32_t kInline = 1;
 // The sender's transport is shutting down: it sends nothing after this (size 0, tag 0). Ordered
 // with its other control messages by seq, so everything it sent before has been announced.
