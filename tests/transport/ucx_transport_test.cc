@@ -396,6 +396,15 @@ TEST_P(UcxTransportTest, MessagesSentTheMomentConnectReturnsArrive) {
               static_cast<unsigned long long>(early));
 }
 
+TEST(UcxWire, WidenSeqRestoresTheFullSequenceNumber) {
+  EXPECT_EQ(WidenSeq(0, 0), 0u);
+  EXPECT_EQ(WidenSeq(5, 7), 7u);  // ahead (a message that overtook)
+  EXPECT_EQ(WidenSeq(5, 3), 3u);  // behind (a repeat)
+  EXPECT_EQ(WidenSeq(0xffffffffull, 0), 0x100000000ull);  // across a wrap of the low 32 bits
+  EXPECT_EQ(WidenSeq(0x100000002ull, 0xffffffffu), 0xffffffffull);
+  EXPECT_EQ(WidenSeq(0x7ffffffff0ull, 0xfffffff5u), 0x7ffffffff5ull);
+}
+
 // A UCP worker outside the job that has learned a rank's worker address.
 class Forger {
  public:
@@ -439,6 +448,13 @@ class Forger {
     Finish(ucp_am_send_nbx(ep_, kCtrlAmId, &hdr, header_length, payload.data(), payload.size(),
                            &param));
   }
+  // One short control message: `data` whole as its AM data (a ShortCtrlHeader and the payload).
+  void SendShort(const std::string& data) {
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_AM_SEND_FLAG_EAGER;
+    Finish(ucp_am_send_nbx(ep_, kShortCtrlAmId, nullptr, 0, data.data(), data.size(), &param));
+  }
 
  private:
   void Finish(ucs_status_ptr_t r) {
@@ -478,11 +494,18 @@ TEST_P(UcxTransportTest, ForgedControlMessagesAreDropped) {
     stranger.src = 5;
     forger.Send(stranger, sizeof(stranger), fake);  // a rank that is not in the job
     forger.Send(hdr, 12, fake);                     // a truncated header
+    // The same in the short form of small messages.
+    ShortCtrlHeader sh{/*token=*/0x1234, /*tag=*/21, /*src=*/0, /*seq32=*/0};
+    std::string short_msg(reinterpret_cast<const char*>(&sh), sizeof(sh));
+    forger.SendShort(short_msg + fake);
+    sh.src = 5;
+    forger.SendShort(std::string(reinterpret_cast<const char*>(&sh), sizeof(sh)) + fake);
+    forger.SendShort(short_msg.substr(0, 20));
     Deadline end = Deadline::AfterMs(10000);
-    while (GetUcxStats(*r.transports[1])->dropped_ctrl < 3 && !end.Expired()) {
+    while (GetUcxStats(*r.transports[1])->dropped_ctrl < 6 && !end.Expired()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    EXPECT_EQ(GetUcxStats(*r.transports[1])->dropped_ctrl, 3u);
+    EXPECT_EQ(GetUcxStats(*r.transports[1])->dropped_ctrl, 6u);
   }
   EXPECT_FALSE((*q)->Test()) << "a forged message completed the receive";
   const uint64_t genuine = 0x600DF00D;

@@ -66,9 +66,7 @@ namespace {
 WEFT_ENV_KNOB(kInlineKnob, "WEFT_UCX_INLINE_BYTES", "8000",
               "UCX messages up to this size travel inside their control message (0..65536); "
               "larger ones go as a separate UCP message (eager or zero-copy rendezvous). Ranks "
-              "may differ: a receiver takes an inline message of any size"); "
-              "larger ones go as a separate UCP message (eager or zero-copy rendezvous). Must "
-              "agree across ranks");
+              "may differ: a receiver takes an inline message of any size");
 
 constexpr size_t kMaxInlineBytes = 64 << 10;
 // Inline messages up to this size try UCP's immediate send from a stack buffer first.
@@ -338,9 +336,10 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
     op->called = true;
     events_.push_back(ev);
   }
-  // The control-message callback: an active message, its AM header a CtrlHeader.
-  void OnCtrl(const void* header, size_t header_length, const char* data, size_t length,
-              uint64_t recv_attr);
+  // The control-message callback: an active message, its AM header a CtrlHeader, or (short) its
+  // data starting with a ShortCtrlHeader.
+  void OnCtrl(bool short_form, const void* header, size_t header_length, const char* data,
+              size_t length, uint64_t recv_attr);
   void PushPeerError(Peer* peer, ucp_ep_h ep, ucs_status_t status) {
     if (peer->ep != ep) return;  // an endpoint we already closed
     Event ev;
@@ -464,9 +463,16 @@ void RecvCallback(void* request, ucs_status_t status, const ucp_tag_recv_info_t*
 
 ucs_status_t CtrlCallback(void* arg, const void* header, size_t header_length, void* data,
                           size_t length, const ucp_am_recv_param_t* param) {
-  static_cast<Core*>(arg)->OnCtrl(header, header_length, static_cast<const char*>(data), length,
-                                  param->recv_attr);
+  static_cast<Core*>(arg)->OnCtrl(false, header, header_length, static_cast<const char*>(data),
+                                  length, param->recv_attr);
   return UCS_OK;  // done with `data`: whatever we keep was copied
+}
+
+ucs_status_t ShortCtrlCallback(void* arg, const void* header, size_t header_length, void* data,
+                               size_t length, const ucp_am_recv_param_t* param) {
+  static_cast<Core*>(arg)->OnCtrl(true, header, header_length, static_cast<const char*>(data),
+                                  length, param->recv_attr);
+  return UCS_OK;
 }
 
 void EpErrorCallback(void* arg, ucp_ep_h ep, ucs_status_t status) {
@@ -505,16 +511,20 @@ Status Core::Init(const std::string& tls) {
     worker_ = nullptr;
     return UnavailableError(who_ + ": ucp_worker_create: " + UcsText(st));
   }
-  ucp_am_handler_param_t hp{};
-  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
-                  UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
-  hp.id = kCtrlAmId;
-  hp.flags = UCP_AM_FLAG_WHOLE_MSG;  // a multi-fragment inline message arrives whole
-  hp.cb = CtrlCallback;
-  hp.arg = this;  // the worker goes before the Core
-  st = ucp_worker_set_am_recv_handler(worker_, &hp);
-  if (st != UCS_OK) {
-    return UnavailableError(who_ + ": ucp_worker_set_am_recv_handler: " + UcsText(st));
+  for (auto [id, cb] : {std::pair<unsigned, ucp_am_recv_callback_t>{kCtrlAmId, CtrlCallback},
+                        std::pair<unsigned, ucp_am_recv_callback_t>{kShortCtrlAmId,
+                                                                    ShortCtrlCallback}}) {
+    ucp_am_handler_param_t hp{};
+    hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                    UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    hp.id = id;
+    hp.flags = UCP_AM_FLAG_WHOLE_MSG;  // a multi-fragment inline message arrives whole
+    hp.cb = cb;
+    hp.arg = this;  // the worker goes before the Core
+    st = ucp_worker_set_am_recv_handler(worker_, &hp);
+    if (st != UCS_OK) {
+      return UnavailableError(who_ + ": ucp_worker_set_am_recv_handler: " + UcsText(st));
+    }
   }
   st = ucp_worker_get_efd(worker_, &efd_);
   if (st != UCS_OK) return UnavailableError(who_ + ": ucp_worker_get_efd: " + UcsText(st));
@@ -842,20 +852,21 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
   if (is_inline && size <= kImmediateBytes) {
     // A small message first tries UCP's immediate path (eager short: done when the call
     // returns, or refused with NO_RESOURCE), from a stack buffer and with no Op, no callback and
-    // no event: the common case of the latency path. Refused, it takes the general path. Header
-    // and payload go as one contiguous AM data block, not as AM header and data: UCP sends the
-    // latter through an iov (uct_mm_ep_am_short_iov over shared memory), about 160 instructions
-    // more per message.
-    alignas(8) char buf[sizeof(CtrlHeader) + kImmediateBytes];
-    std::memcpy(buf, &hdr, sizeof(CtrlHeader));
-    if (size > 0) std::memcpy(buf + sizeof(CtrlHeader), data, size);
+    // no event: the common case of the latency path. Refused, it takes the general path. A
+    // short header and the payload go as one contiguous AM data block, not as AM header and
+    // data, which UCP sends through an iov (uct_mm_ep_am_short_iov over shared memory, about 160
+    // instructions more per message).
+    const ShortCtrlHeader sh{hdr.token, tag, hdr.src, static_cast<uint32_t>(seq)};
+    alignas(8) char buf[sizeof(ShortCtrlHeader) + kImmediateBytes];
+    std::memcpy(buf, &sh, sizeof(sh));
+    if (size > 0) std::memcpy(buf + sizeof(sh), data, size);
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS |
                          UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
     param.datatype = ucp_dt_make_contig(1);
     param.flags = UCP_AM_SEND_FLAG_EAGER;
     ucs_status_ptr_t r =
-        ucp_am_send_nbx(peer->ep, kCtrlAmId, nullptr, 0, buf, sizeof(CtrlHeader) + size, &param);
+        ucp_am_send_nbx(peer->ep, kShortCtrlAmId, nullptr, 0, buf, sizeof(sh) + size, &param);
     if (UCS_PTR_IS_PTR(r)) {
       // Not expected with FORCE_IMM_CMPL; should UCP queue it anyway, it must finish before the
       // stack header goes away.
@@ -935,25 +946,36 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
 
 // ---- Matching ----------------------------------------------------------------------------------
 
-void Core::OnCtrl(const void* header, size_t header_length, const char* data, size_t length,
-                  uint64_t recv_attr) {
+void Core::OnCtrl(bool short_form, const void* header, size_t header_length, const char* data,
+                  size_t length, uint64_t recv_attr) {
   CtrlHeader hdr{};
   Peer* peer = nullptr;
   std::string why;
-  if (header_length == 0 && length >= sizeof(CtrlHeader) &&
-      !(recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-    // The immediate path's form: header and payload in one data block.
-    header = data;
-    header_length = sizeof(CtrlHeader);
-    data += sizeof(CtrlHeader);
-    length -= sizeof(CtrlHeader);
-  }
-  if (header_length != sizeof(CtrlHeader)) {
+  bool parsed = false;
+  uint32_t seq32 = 0;
+  if (short_form) {
+    if (header_length != 0 || length < sizeof(ShortCtrlHeader) ||
+        (recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+      why = "a short one of " + std::to_string(length) + " bytes is malformed";
+    } else {
+      ShortCtrlHeader sh;
+      std::memcpy(&sh, data, sizeof(sh));
+      data += sizeof(sh);
+      length -= sizeof(sh);
+      hdr = CtrlHeader{kCtrlMagic, kInline, sh.token, 0, sh.tag, length, sh.src, 0};
+      seq32 = sh.seq32;
+      parsed = true;
+    }
+  } else if (header_length != sizeof(CtrlHeader)) {
     why = "its header has " + std::to_string(header_length) + " bytes";
   } else {
     std::memcpy(&hdr, header, sizeof(hdr));
+    parsed = true;
+  }
+  if (parsed) {
     auto it = by_rank_.find(static_cast<int>(hdr.src));
     peer = it == by_rank_.end() ? nullptr : it->second;
+    if (peer != nullptr && short_form) hdr.seq = WidenSeq(peer->next_ctrl_seq, seq32);
     if (peer == nullptr) {
       why = "it names rank " + std::to_string(hdr.src) + ", which is not a peer";
     } else if (!peer->authed && peer->auth_error.ok() && peer->failed.ok()) {
@@ -1176,7 +1198,7 @@ void Core::Verify(Peer* p) {
     early.swap(p->early);
     p->early_bytes = 0;
     for (const auto& [hdr, payload] : early) {
-      OnCtrl(&hdr, sizeof(hdr), payload.data(), payload.size(), 0);
+      OnCtrl(false, &hdr, sizeof(hdr), payload.data(), payload.size(), 0);
     }
   } else {
     p->early.clear();

@@ -3,11 +3,13 @@
 //
 // Why a header at all: UCP matches tags per worker, not per endpoint, and a weft tag is a full
 // 64-bit value, so (source rank, weft tag) does not fit in one UCP tag. Every weft message is
-// therefore announced by a control message: a UCP active message (id kCtrlAmId) carrying a
-// CtrlHeader (source rank, weft tag, size, per-direction sequence number, per-pair token), either
-// as its AM header or, with no AM header, at the start of its AM data (the sender's immediate
-// path: one contiguous block sends cheaper than header and data as an iov). Small messages
-// travel inside the control message as the rest of its AM data (one UCP message; the receiver
+// therefore announced by a control message: a UCP active message carrying a CtrlHeader (source
+// rank, weft tag, size, per-direction sequence number, per-pair token) as its AM header (id
+// kCtrlAmId), or, for a small inline message sent on the immediate path, a ShortCtrlHeader at the
+// start of its AM data (id kShortCtrlAmId: one contiguous block sends cheaper than header and
+// data as an iov, and 24 bytes of header leave a 64-byte payload within UCP's short protocol
+// over shared memory, where the 48 of a CtrlHeader pushed it to the slower bcopy one). Small
+// messages travel inside the control message as (the rest of) its AM data (one UCP message; the receiver
 // copies the payload from UCP's receive buffer straight into the matching receive, inside UCP's
 // callback: no receive of ours is posted on the worker for it, none reposted, no tag searched).
 // Larger ones follow as a separate UCP tag message on the tag kData|src|seq, which the receiver
@@ -24,8 +26,10 @@ namespace weft::transport::ucx {
 // UCP tag: [63:62] kind, [61:42] source rank, [41:0] sequence number (data messages only). Kind 0
 // is unused (control messages were tagged kind 0 before they became active messages).
 enum class TagKind : uint64_t { kData = 1, kHello = 2, kProof = 3 };
-// The UCP active-message id of control messages.
+// The UCP active-message ids of control messages: kCtrlAmId carries a CtrlHeader as its AM
+// header; kShortCtrlAmId, for small inline messages, a ShortCtrlHeader at the start of its data.
 inline constexpr unsigned kCtrlAmId = 0x57;
+inline constexpr unsigned kShortCtrlAmId = 0x58;
 inline constexpr int kRankBits = 20;
 inline constexpr int kSeqBits = 42;
 inline constexpr int kMaxWorldSize = 1 << kRankBits;
@@ -55,6 +59,24 @@ struct CtrlHeader {
   uint32_t reserved;
 };
 static_assert(sizeof(CtrlHeader) == 48, "CtrlHeader is a wire format");
+
+// The header of a small inline message (id kShortCtrlAmId): magic and flags implied (kInline),
+// size from the message's length, and the sequence number's low 32 bits, which the receiver
+// widens against the one it expects next (WidenSeq).
+struct ShortCtrlHeader {
+  uint64_t token;
+  uint64_t tag;
+  uint32_t src;
+  uint32_t seq32;
+};
+static_assert(sizeof(ShortCtrlHeader) == 24, "ShortCtrlHeader is a wire format");
+
+// The full sequence number nearest `expected` whose low 32 bits are `seq32` (messages of one
+// direction never overtake each other by 2^31).
+inline constexpr uint64_t WidenSeq(uint64_t expected, uint32_t seq32) {
+  return expected + static_cast<uint64_t>(static_cast<int64_t>(
+                        static_cast<int32_t>(seq32 - static_cast<uint32_t>(expected))));
+}
 inline constexpr uint32_t kCtrlMagic = 0x32435557;  // "WUC2"
 inline constexpr uint32_t kInline = 1;
 // The sender's transport is shutting down: it sends nothing after this (size 0, tag 0). Ordered
