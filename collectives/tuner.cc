@@ -38,6 +38,15 @@ AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
   return AllReduceAlgo::kRing;
 }
 
+size_t DefaultRabMaxBytes(int world_size) {
+  // Measured over TCP with 4 and 8 ranks on 2 cores, Rabenseifner against the ring, alternating
+  // runs in both states of this host's vCPUs: 4 ranks at 8 MiB 12.9-16.3 ms against the ring's
+  // 12.8-23.5 (10 rounds, 9 to Rabenseifner, median ratio 0.68; the ring is bimodal, Rabenseifner
+  // is not); at 16-64 MiB it won with the vCPUs apart (0.61-0.89) and lost with them together
+  // (1.06-1.46). 8 ranks at 8 MiB it lost (1.19-1.50 together), at 4 MiB level (0.85-1.01).
+  return world_size <= 4 ? size_t{8} << 20 : size_t{4} << 20;
+}
+
 bool UsesRabenseifner(const TunerInput& in) {
   // With 2 ranks it is the ring's schedule exactly, and the ring pipelines deeper. Where n is not
   // a power of two the fold moves the whole vector twice more: by the link model it then never

@@ -43,6 +43,8 @@ struct TunerInput {
 };
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in);
+// WEFT_ALGO_RAB_MAX_BYTES=auto: 8 MiB on up to 4 ranks, 4 MiB on more (see tuner.cc).
+size_t DefaultRabMaxBytes(int world_size);
 // Whether the tuner considers Rabenseifner for this input at all.
 bool UsesRabenseifner(const TunerInput& in);
 // Predicted time of the transport algorithms from the link model (microseconds).

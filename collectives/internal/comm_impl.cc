@@ -46,10 +46,11 @@ WEFT_ENV_KNOB(kAgRdMaxKnob, "WEFT_ALLGATHER_RD_MAX_BYTES", "4M",
               "largest all-gather (gathered bytes) that a power-of-two number of ranks above 2 "
               "runs by recursive doubling over the transports (log2(n) exchanges instead of the "
               "ring's n-1); 0: always the ring");
-WEFT_ENV_KNOB(kRabMaxKnob, "WEFT_ALGO_RAB_MAX_BYTES", "4M",
+WEFT_ENV_KNOB(kRabMaxKnob, "WEFT_ALGO_RAB_MAX_BYTES", "auto",
               "largest all-reduce the tuner gives to Rabenseifner (from WEFT_ALGO_RAB_MIN_BYTES, "
               "on a power-of-two number of ranks above 2; with probed links, the largest it "
-              "weighs it for); larger ones take the ring; 0: never");
+              "weighs it for); larger ones take the ring; 0: never; auto: 8M on 4 ranks, 4M on "
+              "more");
 WEFT_ENV_KNOB(kJobIdKnob, "WEFT_JOB_ID", "", "job id (set by launchers; else made by rank 0)");
 WEFT_ENV_KNOB(kSecretKnob, "WEFT_JOB_SECRET", "",
               "per-job secret authenticating every connection (set by launchers; else made by "
@@ -186,7 +187,15 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
   o.rab_min_bytes = std::max<int64_t>(0, kRabMinKnob.GetBytes());
-  o.rab_max_bytes = std::max<int64_t>(0, kRabMaxKnob.GetBytes());
+  o.rab_max_bytes = -1;  // auto: by the communicator's size (DefaultRabMaxBytes)
+  if (kRabMaxKnob.Get() != "auto") {
+    int64_t v = 0;
+    if (!ParseBytes(kRabMaxKnob.Get(), &v) || v < 0) {
+      return InvalidArgumentError("WEFT_ALGO_RAB_MAX_BYTES=" + kRabMaxKnob.Get() +
+                                  ": want a size (e.g. 4M, 0 for never) or auto");
+    }
+    o.rab_max_bytes = v;
+  }
   // WEFT_ALGO=ring keeps the flat all-gather the ring too.
   o.allgather_rd_max_bytes =
       o.algorithm == "ring" ? 0 : static_cast<size_t>(std::max<int64_t>(0, kAgRdMaxKnob.GetBytes()));
@@ -726,7 +735,8 @@ void CommImpl::RefreshTuner() {
   in.forced = o.algorithm;
   in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
   in.rab_min_bytes = static_cast<size_t>(o.rab_min_bytes);
-  in.rab_max_bytes = static_cast<size_t>(o.rab_max_bytes);
+  in.rab_max_bytes = o.rab_max_bytes < 0 ? DefaultRabMaxBytes(size())
+                                          : static_cast<size_t>(o.rab_max_bytes);
   in.local_arena = arena_ != nullptr;
   in.hierarchical = hierarchy_ != nullptr;
   // The slowest measured link (largest alpha and beta).

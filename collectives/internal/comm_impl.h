@@ -43,7 +43,7 @@ struct ResolvedOptions {
   std::string algorithm;
   int64_t rd_max_bytes = 0;
   int64_t rab_min_bytes = 0;
-  int64_t rab_max_bytes = 0;
+  int64_t rab_max_bytes = 0;  // -1: auto (DefaultRabMaxBytes of the communicator's size)
   size_t allgather_rd_max_bytes = 0;  // flat all-gathers up to this (gathered) size: recursive doubling
   int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;

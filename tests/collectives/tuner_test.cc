@@ -39,6 +39,20 @@ TEST(Tuner, RabenseifnerBetweenRecursiveDoublingAndRingOnPowersOfTwo) {
   EXPECT_EQ(ChooseAllReduce(off), AllReduceAlgo::kRing);
 }
 
+TEST(Tuner, RabenseifnerReachesFurtherOnFourRanksByDefault) {
+  EXPECT_EQ(DefaultRabMaxBytes(4), size_t{8} << 20);
+  EXPECT_EQ(DefaultRabMaxBytes(8), size_t{4} << 20);
+  EXPECT_EQ(DefaultRabMaxBytes(16), size_t{4} << 20);
+  TunerInput four = Input(4, 8 << 20);
+  four.rab_max_bytes = DefaultRabMaxBytes(4);
+  EXPECT_EQ(ChooseAllReduce(four), AllReduceAlgo::kRabenseifner);
+  four.bytes = (8 << 20) + 4;
+  EXPECT_EQ(ChooseAllReduce(four), AllReduceAlgo::kRing);
+  TunerInput eight = Input(8, 8 << 20);
+  eight.rab_max_bytes = DefaultRabMaxBytes(8);
+  EXPECT_EQ(ChooseAllReduce(eight), AllReduceAlgo::kRing);
+}
+
 TEST(Tuner, ForcedAlgorithmWins) {
   TunerInput in = Input(3, 8);
   in.forced = "rabenseifner";

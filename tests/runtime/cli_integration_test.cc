@@ -264,6 +264,14 @@ TEST(Cli, EnvListsKnobsAndBadCommandsAreRefused) {
   EXPECT_NE(out.find("WEFT_SHM_COLL_CHUNK_BYTES=lots: want a size (e.g. 256K, 1M) or auto"),
             std::string::npos)
       << out;
+  rc = WaitFor(Spawn({Bin(), "run", "-n", "2", "--transport", "tcp", "--", Bin(), "bench",
+                      "allreduce", "-b", "8", "-e", "8", "-n", "1", "-w", "0"},
+                     {{"WEFT_ALGO_RAB_MAX_BYTES", "huge"}}),
+               60000, &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(out.find("WEFT_ALGO_RAB_MAX_BYTES=huge: want a size (e.g. 4M, 0 for never) or auto"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace
