@@ -255,23 +255,20 @@ TEST(Cli, EnvListsKnobsAndBadCommandsAreRefused) {
   EXPECT_NE(out.find("unknown data type 'float128'"), std::string::npos) << out;
   EXPECT_EQ(WaitFor(Spawn({Bin(), "bench", "broadcast", "--in-place"}, {}), 10000, &out), 2);
   EXPECT_NE(out.find("--in-place goes with --latency"), std::string::npos) << out;
-  // A malformed arena slot size fails the job, naming the knob (no silent default).
-  int rc = WaitFor(Spawn({Bin(), "run", "-n", "2", "--transport", "shm", "--", Bin(), "bench",
-                          "allreduce", "-b", "8", "-e", "8", "-n", "1", "-w", "0"},
-                         {{"WEFT_SHM_COLL_CHUNK_BYTES", "lots"}}),
-                   60000, &out);
-  EXPECT_NE(rc, 0) << out;
-  EXPECT_NE(out.find("WEFT_SHM_COLL_CHUNK_BYTES=lots: want a size (e.g. 256K, 1M) or auto"),
-            std::string::npos)
-      << out;
-  rc = WaitFor(Spawn({Bin(), "run", "-n", "2", "--transport", "tcp", "--", Bin(), "bench",
-                      "allreduce", "-b", "8", "-e", "8", "-n", "1", "-w", "0"},
-                     {{"WEFT_ALGO_RAB_MAX_BYTES", "huge"}}),
-               60000, &out);
-  EXPECT_NE(rc, 0) << out;
-  EXPECT_NE(out.find("WEFT_ALGO_RAB_MAX_BYTES=huge: want a size (e.g. 4M, 0 for never) or auto"),
-            std::string::npos)
-      << out;
+  // A malformed size knob fails the job, naming the knob (no silent default).
+  auto refused = [&](const char* transport, const char* knob, const char* value,
+                     const std::string& want) {
+    int rc = WaitFor(Spawn({Bin(), "run", "-n", "2", "--transport", transport, "--", Bin(),
+                            "bench", "allreduce", "-b", "8", "-e", "8", "-n", "1", "-w", "0"},
+                           {{knob, value}}),
+                     60000, &out);
+    EXPECT_NE(rc, 0) << out;
+    EXPECT_NE(out.find(want), std::string::npos) << out;
+  };
+  refused("shm", "WEFT_SHM_COLL_CHUNK_BYTES", "lots",
+          "WEFT_SHM_COLL_CHUNK_BYTES=lots: want a size (e.g. 256K, 1M) or auto");
+  refused("tcp", "WEFT_ALGO_RAB_MAX_BYTES", "huge",
+          "WEFT_ALGO_RAB_MAX_BYTES=huge: want a size (e.g. 4M, 0 for never) or auto");
 }
 
 }  // namespace

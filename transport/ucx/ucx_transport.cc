@@ -356,6 +356,9 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   void StartSend(Op* op, int part, ucp_ep_h ep, const void* buf, size_t count, uint64_t tag,
                  ucp_datatype_t dt, bool fast = false);
   void StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask);
+  // Counts one more UCP request of `op` in flight and returns the parameters of its UCP call:
+  // completion to a callback with `op` as user data, contiguous bytes, plus `attrs`.
+  ucp_request_param_t BeginPart(Op* op, uint32_t attrs);
   // Sends a control message: `hdr` (which must live until the send completes) and `size` bytes
   // of inline payload.
   void StartCtrl(Op* op, const CtrlHeader* hdr, const void* payload, size_t size);
@@ -770,30 +773,29 @@ void Core::FreeAllOps() {
   free_ops_.clear();
 }
 
-void Core::StartSend(Op* op, int part, ucp_ep_h ep, const void* buf, size_t count, uint64_t tag,
-                     ucp_datatype_t dt, bool fast) {
+ucp_request_param_t Core::BeginPart(Op* op, uint32_t attrs) {
   ucp_request_param_t param{};
-  param.op_attr_mask =
-      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-  if (fast) param.op_attr_mask |= UCP_OP_ATTR_FLAG_FAST_CMPL;
-  param.cb.send = SendCallback;
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_DATATYPE | attrs;
   param.user_data = op;
-  param.datatype = dt;
+  param.datatype = ucp_dt_make_contig(1);
   ++op->parts;
   TrackInFlight(op);
+  return param;
+}
+
+void Core::StartSend(Op* op, int part, ucp_ep_h ep, const void* buf, size_t count, uint64_t tag,
+                     ucp_datatype_t dt, bool fast) {
+  ucp_request_param_t param = BeginPart(op, fast ? UCP_OP_ATTR_FLAG_FAST_CMPL : 0);
+  param.cb.send = SendCallback;
+  param.datatype = dt;
   Started(op, part, ucp_tag_send_nbx(ep, buf, count, tag, &param));
 }
 
 void Core::StartCtrl(Op* op, const CtrlHeader* hdr, const void* payload, size_t size) {
-  ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
+  ucp_request_param_t param = BeginPart(op, UCP_OP_ATTR_FIELD_FLAGS);
   param.cb.send = SendCallback;
-  param.user_data = op;
-  param.datatype = ucp_dt_make_contig(1);
   param.flags = UCP_AM_SEND_FLAG_EAGER;  // the receiver's callback takes the payload at once
-  ++op->parts;
-  TrackInFlight(op);
   Started(op, 0,
           ucp_am_send_nbx(op->peer->ep, kCtrlAmId, hdr, sizeof(CtrlHeader), payload, size, &param));
 }
@@ -813,14 +815,8 @@ void Core::Started(Op* op, int part, ucs_status_ptr_t r) {
 void Core::StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask) {
   // UCX 1.13 can complete a receive immediately without filling recv_info (seen as sender tag 0,
   // length 0), so completions always come through the callback.
-  ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+  ucp_request_param_t param = BeginPart(op, UCP_OP_ATTR_FLAG_NO_IMM_CMPL);
   param.cb.recv = RecvCallback;
-  param.user_data = op;
-  param.datatype = ucp_dt_make_contig(1);
-  ++op->parts;
-  TrackInFlight(op);
   op->called = false;
   ucs_status_ptr_t r = ucp_tag_recv_nbx(worker_, buf, len, tag, mask, &param);
   if (UCS_PTR_IS_PTR(r)) {
