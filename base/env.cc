@@ -85,6 +85,18 @@ int64_t EnvKnob::GetBytes() const {
   return v;
 }
 
+Result<std::optional<int64_t>> BytesOrAuto(const EnvKnob& knob, int64_t min, int64_t max,
+                                           std::string_view hint) {
+  const std::string& value = knob.Get();
+  if (value == "auto") return std::optional<int64_t>();
+  int64_t v = 0;
+  if (!ParseBytes(value, &v) || v < min || v > max) {
+    return InvalidArgumentError(std::string(knob.name()) + "=" + value + ": want a size " +
+                                std::string(hint) + " or auto");
+  }
+  return std::optional<int64_t>(v);
+}
+
 double EnvKnob::GetDouble() const {
   const std::string& s = Get();
   char* end = nullptr;

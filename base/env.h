@@ -4,9 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "base/status.h"
 
 namespace weft {
 
@@ -35,6 +38,12 @@ class EnvKnob {
   const char* default_;
   const char* doc_;
 };
+
+// A size knob that also takes "auto": nullopt for auto, else its size, which must lie in
+// [min, max]. Anything else is refused naming the knob, as "NAME=value: want a size <hint> or
+// auto" (the caller fails with it rather than running on a default the user did not ask for).
+Result<std::optional<int64_t>> BytesOrAuto(const EnvKnob& knob, int64_t min, int64_t max,
+                                           std::string_view hint);
 
 // All knobs linked into this binary, sorted by name.
 std::vector<const EnvKnob*> AllEnvKnobs();

@@ -9,6 +9,7 @@
 #include "base/logging.h"
 #include "collectives/algorithms.h"
 #include "collectives/internal/comm_impl.h"
+#include "collectives/internal/power_of_two.h"
 #include "collectives/link_probe.h"
 #include "collectives/metrics.h"
 #include "collectives/tuner.h"
@@ -214,7 +215,7 @@ metrics::Algo Communicator::ChooseAllGather(int64_t sendcount, DType dtype) cons
   if (UseHierarchicalAllGather()) return metrics::Algo::kHierarchical;
   if (impl_->arena() != nullptr) return metrics::Algo::kShm;
   const int n = world_size();
-  const bool rd = n > 2 && (n & (n - 1)) == 0 &&
+  const bool rd = n > 2 && internal::IsPowerOfTwo(n) &&
                   static_cast<size_t>(sendcount) * DTypeSize(dtype) * static_cast<size_t>(n) <=
                       impl_->shared().options().allgather_rd_max_bytes;
   return rd ? metrics::Algo::kRecursiveDoubling : metrics::Algo::kRing;

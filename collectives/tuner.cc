@@ -53,11 +53,11 @@ bool UsesRabenseifner(const TunerInput& in) {
   // beats both the ring and recursive doubling (n = 5..7: it beats recursive doubling only where
   // N·β > 4α and the ring only where N·β < 3.4α), and measured, 3 ranks over tcp, the ring was
   // faster from 64 KiB to 16 MiB. 4 ranks: Rabenseifner 10-30% faster than the ring from 128 KiB
-  // to 4 MiB, level at 8 MiB, slower at 16 MiB, where the ring's deeper pipeline tells; against
+  // to 4 MiB (the upper limit: DefaultRabMaxBytes); against
   // recursive doubling (6 interleaved runs, medians) 8 KiB 88 vs 68 us, 16 and 32 KiB level,
   // 64 KiB 129 vs 198 us: hence rab_min_bytes 32 KiB.
-  const bool power_of_two = (in.world_size & (in.world_size - 1)) == 0;
-  return in.world_size > 2 && power_of_two && in.bytes <= in.rab_max_bytes;
+  return in.world_size > 2 && internal::IsPowerOfTwo(in.world_size) &&
+         in.bytes <= in.rab_max_bytes;
 }
 
 double PredictRingUs(const TunerInput& in) {

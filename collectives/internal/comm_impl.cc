@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <sstream>
 
@@ -187,15 +188,9 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   }
   o.rd_max_bytes = kRdMaxKnob.GetBytes();
   o.rab_min_bytes = std::max<int64_t>(0, kRabMinKnob.GetBytes());
-  o.rab_max_bytes = -1;  // auto: by the communicator's size (DefaultRabMaxBytes)
-  if (kRabMaxKnob.Get() != "auto") {
-    int64_t v = 0;
-    if (!ParseBytes(kRabMaxKnob.Get(), &v) || v < 0) {
-      return InvalidArgumentError("WEFT_ALGO_RAB_MAX_BYTES=" + kRabMaxKnob.Get() +
-                                  ": want a size (e.g. 4M, 0 for never) or auto");
-    }
-    o.rab_max_bytes = v;
-  }
+  WEFT_ASSIGN_OR_RETURN(std::optional<int64_t> rab_max,
+                        BytesOrAuto(kRabMaxKnob, 0, INT64_MAX, "(e.g. 4M, 0 for never)"));
+  o.rab_max_bytes = rab_max.value_or(-1);  // -1, auto: by the communicator's size
   // WEFT_ALGO=ring keeps the flat all-gather the ring too.
   o.allgather_rd_max_bytes =
       o.algorithm == "ring" ? 0 : static_cast<size_t>(std::max<int64_t>(0, kAgRdMaxKnob.GetBytes()));
@@ -204,13 +199,10 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   o.recv_reduce =
       options.recv_reduce >= 0 ? options.recv_reduce != 0 : kRecvReduceKnob.GetBool();
   o.shm_coll_chunk_bytes = options.shm_coll_chunk_bytes;  // 0: by the arena's rank count
-  if (o.shm_coll_chunk_bytes == 0 && kShmCollChunkKnob.Get() != "auto") {
-    int64_t v = 0;
-    if (!ParseBytes(kShmCollChunkKnob.Get(), &v) || v <= 0) {
-      return InvalidArgumentError("WEFT_SHM_COLL_CHUNK_BYTES=" + kShmCollChunkKnob.Get() +
-                                  ": want a size (e.g. 256K, 1M) or auto");
-    }
-    o.shm_coll_chunk_bytes = static_cast<size_t>(std::max<int64_t>(4096, v));
+  if (o.shm_coll_chunk_bytes == 0) {
+    WEFT_ASSIGN_OR_RETURN(std::optional<int64_t> chunk,
+                          BytesOrAuto(kShmCollChunkKnob, 1, INT64_MAX, "(e.g. 256K, 1M)"));
+    if (chunk) o.shm_coll_chunk_bytes = static_cast<size_t>(std::max<int64_t>(4096, *chunk));
   }
   o.shm_direct_max_bytes = static_cast<size_t>(kShmDirectMaxKnob.GetBytes());
   o.shm_coll_spin_us = static_cast<int>(kShmCollSpinKnob.GetInt());

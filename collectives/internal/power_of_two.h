@@ -4,6 +4,8 @@
 
 namespace weft::collectives::internal {
 
+inline bool IsPowerOfTwo(int n) { return n > 0 && (n & (n - 1)) == 0; }
+
 // p, the largest power of two <= n, ranks take part in the log2(p) steps, member m pairing with
 // member m XOR 2^k. The first 2r ranks (r = n - p) fold in pairs before the steps and out after
 // them: the even one of a pair sits out, the odd one stands for both.

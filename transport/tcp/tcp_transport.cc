@@ -95,17 +95,6 @@ constexpr auto kDialAttempt = std::chrono::milliseconds(2500);
 // 1.18x faster in 11 of 12 rounds, all-gather 1.09x in 11 of 12, reduce-scatter 1.11x in 15 of
 // 16; 256 KiB to 1 MiB within a few percent either way; see the README). Across hosts two
 // sockets keep one slow connection from pacing the rest.
-// WEFT_TCP_CHUNK_BYTES: (chunk for pairs with several sockets, chunk for pairs with one).
-Result<std::pair<int64_t, int64_t>> ParseChunkKnob(const std::string& value) {
-  if (value == "auto") return std::make_pair(int64_t{512} << 10, int64_t{4} << 20);
-  int64_t v = 0;
-  if (!ParseBytes(value, &v) || v < kMinChunkBytes || v > kMaxChunkBytes) {
-    return InvalidArgumentError("WEFT_TCP_CHUNK_BYTES=" + value +
-                                ": want a size from 1K to 1G (e.g. 512K, 4M) or auto");
-  }
-  return std::make_pair(v, v);
-}
-
 Result<std::pair<int, int>> ParseSocketsKnob(const std::string& value) {
   if (value == "auto") return std::make_pair(2, 1);
   int64_t n = 0;
@@ -1059,7 +1048,11 @@ Result<std::unique_ptr<Transport>> CreateTcpTransport(const TransportConfig& con
   std::pair<int64_t, int64_t> chunks{static_cast<int64_t>(config.tcp_chunk_bytes),
                                      static_cast<int64_t>(config.tcp_chunk_bytes)};
   if (config.tcp_chunk_bytes == 0) {
-    WEFT_ASSIGN_OR_RETURN(chunks, ParseChunkKnob(kChunkKnob.Get()));
+    // WEFT_TCP_CHUNK_BYTES: (chunk for pairs with several sockets, chunk for pairs with one).
+    WEFT_ASSIGN_OR_RETURN(std::optional<int64_t> v,
+                          BytesOrAuto(kChunkKnob, kMinChunkBytes, kMaxChunkBytes,
+                                      "from 1K to 1G (e.g. 512K, 4M)"));
+    chunks = v ? std::make_pair(*v, *v) : std::make_pair(int64_t{512} << 10, int64_t{4} << 20);
   }
   // Whole 64-byte units: a message of whole elements is then cut into chunks of whole elements,
   // which a receive reduced as it lands relies on (TcpPeer::ReduceLand).

@@ -362,7 +362,8 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   // Sends a control message: `hdr` (which must live until the send completes) and `size` bytes
   // of inline payload.
   void StartCtrl(Op* op, const CtrlHeader* hdr, const void* payload, size_t size);
-  // Records how a UCP send or receive call that started part `part` of `op` returned.
+  // Records how a UCP call (send, receive, flush, close) that started part `part` of `op`
+  // returned: its request, or an event for a completion at once or a failure.
   void Started(Op* op, int part, ucs_status_ptr_t r);
   // Posts the data receive of a matched header later, from Drain (Event::start_data).
   void StartDataLater(Op* op, uint64_t seq);
@@ -819,17 +820,11 @@ void Core::StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask)
   param.cb.recv = RecvCallback;
   op->called = false;
   ucs_status_ptr_t r = ucp_tag_recv_nbx(worker_, buf, len, tag, mask, &param);
-  if (UCS_PTR_IS_PTR(r)) {
-    // A message already here (UCP's unexpected queue) may complete the receive inside the call,
-    // callback included (UCP_OP_ATTR_FLAG_NO_IMM_CMPL allows it): the event then holds the
-    // request, which is no longer ours to cancel.
-    if (!op->called) op->ucp_reqs[0] = r;
-    return;
-  }
-  Event ev;  // an error: not even a request
-  ev.op = op;
-  ev.status = UCS_PTR_STATUS(r);
-  events_.push_back(ev);
+  // A message already here (UCP's unexpected queue) may complete the receive inside the call,
+  // callback included (UCP_OP_ATTR_FLAG_NO_IMM_CMPL allows it): the event then holds the
+  // request, which is no longer ours to cancel.
+  if (UCS_PTR_IS_PTR(r) && op->called) return;
+  Started(op, 0, r);  // else an error: not even a request
 }
 
 Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uint64_t tag) {
@@ -1517,15 +1512,7 @@ void Core::CloseEp(Peer* p, bool force) {
   param.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
   ++busy_ops_;
   ++op->parts;
-  ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &param);
-  if (UCS_PTR_IS_PTR(r)) {
-    op->ucp_reqs[0] = r;
-  } else {
-    Event ev;
-    ev.op = op;
-    ev.status = UCS_PTR_STATUS(r);
-    events_.push_back(ev);
-  }
+  Started(op, 0, ucp_ep_close_nbx(ep, &param));
 }
 
 // Lets what the peers have been sent leave (bounded: a stuck peer must not hold us), then closes
@@ -1549,15 +1536,7 @@ void Core::GracefulClose(const std::vector<Peer*>& peers, bool say_bye) {
     ++op->parts;
     p->flushing = true;
     TrackInFlight(op);
-    ucs_status_ptr_t r = ucp_ep_flush_nbx(p->ep, &param);
-    if (UCS_PTR_IS_PTR(r)) {
-      op->ucp_reqs[0] = r;
-    } else {
-      Event ev;
-      ev.op = op;
-      ev.status = UCS_PTR_STATUS(r);
-      events_.push_back(ev);
-    }
+    Started(op, 0, ucp_ep_flush_nbx(p->ep, &param));
   }
   auto flushing = [&] {
     for (Peer* p : peers) {
