@@ -22,7 +22,7 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
   if (n == 1) return Status::Ok();
   const internal::PowerOfTwoGroup g(n);
   uint8_t* tmp = ctx.Scratch(bytes, 0);
-  Pending ps[2];  // at most a receive and a send wait at once (no allocation on this path)
+  Pending ps[1];  // the fold's one message at a time (no allocation on this path)
 
   if (g.Folds(rank)) {
     if (rank % 2 == 0) {
@@ -40,9 +40,7 @@ Status AllReduceRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
     int step = 1;
     for (int mask = 1; mask < g.p; mask <<= 1, ++step) {
       const int partner = g.RankOf(new_rank ^ mask);
-      WEFT_ASSIGN_OR_RETURN(ps[0], ctx.Recv(partner, tmp, bytes, step));
-      WEFT_ASSIGN_OR_RETURN(ps[1], ctx.Send(partner, acc, bytes, step));
-      WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps, 2));
+      WEFT_RETURN_IF_ERROR(ctx.Exchange(partner, acc, tmp, bytes, step));
       ReduceInto(dtype, op, acc, acc, tmp, count);
     }
     if (op == ReduceOp::kAvg) DivideByCount(dtype, acc, count, n);

@@ -28,6 +28,14 @@ Result<RequestPtr> Endpoint::PostRecvReduce(void*, const void*, size_t, uint64_t
                             ": this transport cannot reduce a receive as it lands");
 }
 
+Result<Endpoint::Exchanged> Endpoint::Exchange(const void* send, void* recv, size_t size,
+                                               uint64_t tag) {
+  Exchanged out;
+  WEFT_ASSIGN_OR_RETURN(out.recv, PostRecv(recv, size, tag));
+  WEFT_ASSIGN_OR_RETURN(out.send, PostSend(send, size, tag));
+  return out;
+}
+
 bool RanksFitCores(int local_ranks) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   return cores > 0 && local_ranks <= cores;

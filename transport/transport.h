@@ -101,6 +101,16 @@ class Endpoint {
   virtual bool CanRecvReduce() const { return false; }
   virtual Result<RequestPtr> PostRecvReduce(void* acc, const void* in, size_t size, uint64_t tag,
                                             DType dtype, ReduceOp op);
+  // A send and a receive of `size` bytes each, both under `tag`, with this peer: the step of
+  // recursive doubling. Returns the requests still pending, null where one is already done. The
+  // default posts the receive, then the send. A transport with a cheaper path for a small
+  // message overrides it (ucx: no request objects, and the receive is awaited inside the call
+  // for a short spin before a request stands in for it).
+  struct Exchanged {
+    RequestPtr send;
+    RequestPtr recv;
+  };
+  virtual Result<Exchanged> Exchange(const void* send, void* recv, size_t size, uint64_t tag);
   // Fails every pending request of this endpoint with `why` and refuses new ones. Idempotent.
   virtual void Abort(const Status& why) = 0;
 };

@@ -193,11 +193,11 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
   o.rab_max_bytes = rab_max.value_or(-1);  // -1, auto: by the communicator's size
   // WEFT_ALGO=ring keeps the flat all-gather the ring too.
   o.allgather_rd_max_bytes =
-      o.algorithm == "ring" ? 0 : static_cast<size_t>(std::max<int64_t>(0, kAgRdMaxKnob.GetBytes()));
+      o.algorithm == "ring" ? 0
+                            : static_cast<size_t>(std::max<int64_t>(0, kAgRdMaxKnob.GetBytes()));
   o.ring_max_chunks = static_cast<int>(std::max<int64_t>(0, kRingMaxChunksKnob.GetInt()));
   o.shm_coll = options.shm_coll >= 0 ? options.shm_coll != 0 : kShmCollKnob.GetBool();
-  o.recv_reduce =
-      options.recv_reduce >= 0 ? options.recv_reduce != 0 : kRecvReduceKnob.GetBool();
+  o.recv_reduce = options.recv_reduce >= 0 ? options.recv_reduce != 0 : kRecvReduceKnob.GetBool();
   o.shm_coll_chunk_bytes = options.shm_coll_chunk_bytes;  // 0: by the arena's rank count
   if (o.shm_coll_chunk_bytes == 0) {
     WEFT_ASSIGN_OR_RETURN(std::optional<int64_t> chunk,
@@ -572,6 +572,21 @@ Result<Pending> OpContext::Recv(int peer, void* data, size_t bytes, int step) {
   return RecvTagged(peer, data, bytes, comm_.CollectiveTag(seq_, step));
 }
 
+Status OpContext::Exchange(int peer, const void* send, void* recv, size_t bytes, int step) {
+  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
+  if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
+  auto r = ep->Exchange(send, recv, bytes, comm_.CollectiveTag(seq_, step));
+  if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
+  if (metrics::Enabled()) {
+    metrics::AddSentBytes(comm_.shared().sent_counter(comm_.world_rank_of(peer)), bytes);
+  }
+  Pending ps[2];
+  size_t n = 0;
+  if (r->recv) ps[n++] = Pending{std::move(r->recv), peer};
+  if (r->send) ps[n++] = Pending{std::move(r->send), peer};
+  return n == 0 ? Status::Ok() : WaitAll(ps, n);
+}
+
 Status OpContext::FailureOf(const Pending& p, const Status& s) {
   Status shared = comm_.shared().CheckFailed();
   if (!shared.ok()) return Status(shared.code(), OpLabel() + " failed: " + shared.message());
@@ -727,8 +742,8 @@ void CommImpl::RefreshTuner() {
   in.forced = o.algorithm;
   in.rd_max_bytes = static_cast<size_t>(o.rd_max_bytes);
   in.rab_min_bytes = static_cast<size_t>(o.rab_min_bytes);
-  in.rab_max_bytes = o.rab_max_bytes < 0 ? DefaultRabMaxBytes(size())
-                                          : static_cast<size_t>(o.rab_max_bytes);
+  in.rab_max_bytes =
+      o.rab_max_bytes < 0 ? DefaultRabMaxBytes(size()) : static_cast<size_t>(o.rab_max_bytes);
   in.local_arena = arena_ != nullptr;
   in.hierarchical = hierarchy_ != nullptr;
   // The slowest measured link (largest alpha and beta).

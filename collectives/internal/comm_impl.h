@@ -44,7 +44,8 @@ struct ResolvedOptions {
   int64_t rd_max_bytes = 0;
   int64_t rab_min_bytes = 0;
   int64_t rab_max_bytes = 0;  // -1: auto (DefaultRabMaxBytes of the communicator's size)
-  size_t allgather_rd_max_bytes = 0;  // flat all-gathers up to this (gathered) size: recursive doubling
+  size_t allgather_rd_max_bytes =
+      0;                    // flat all-gathers up to this (gathered) size: recursive doubling
   int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;
   size_t shm_coll_chunk_bytes = 0;
@@ -52,7 +53,7 @@ struct ResolvedOptions {
   int shm_coll_spin_us = 50;
   size_t shm_single_copy_min_bytes = 0;  // 0: never
   size_t shm_single_copy_max_bytes = 0;
-  size_t hier_segment_bytes = 0;  // 0: no pipelined hierarchical all-reduce
+  size_t hier_segment_bytes = 0;               // 0: no pipelined hierarchical all-reduce
   size_t streaming_copy_min_bytes = SIZE_MAX;  // arena outputs from this size: streaming stores
   bool recv_reduce = true;  // rings reduce pieces as they land where the transport can
 };
@@ -163,6 +164,9 @@ class OpContext {
   // (transport::Endpoint::PostRecvReduce); only where CanRecvReduce(peer).
   Result<Pending> RecvReduce(int peer, void* acc, const void* in, size_t bytes, DType dtype,
                              ReduceOp op, int step);
+  // Sends `send` to `peer` and receives as many bytes from it into `recv`, both for `step`, and
+  // waits for both (transport::Endpoint::Exchange: the small-message path of recursive doubling).
+  Status Exchange(int peer, const void* send, void* recv, size_t bytes, int step);
   Status Wait(Pending& p);
   // Waits for all, in order; on timeout names every peer still outstanding. Clears the vector.
   Status WaitAll(std::vector<Pending>& ps);

@@ -396,6 +396,87 @@ TEST_P(UcxTransportTest, MessagesSentTheMomentConnectReturnsArrive) {
               static_cast<unsigned long long>(early));
 }
 
+TEST_P(UcxTransportTest, ExchangeAnswersInTheCallLateAndEarly) {
+  // Endpoint::Exchange, the step of recursive doubling: both ranks send and receive under one
+  // tag. Small messages take the fused path (receive record on the caller's stack, answered
+  // inside the call); rounds where one rank comes late make the other hand its receive back as a
+  // request; rounds where one rank comes early find the answer already waiting; 4000 bytes take
+  // the general path (posted receive and send). Every byte is checked.
+  Ranks r;
+  MakeRanks(r, 2, GetParam(), {}, /*inline_bytes=*/1024);
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  constexpr int kRounds = 60;
+  const size_t sizes[] = {0, 8, 200, 4000};
+  std::atomic<int> failures{0};
+  auto rank_main = [&](int me) {
+    const int other = 1 - me;
+    for (int round = 0; round < kRounds; ++round) {
+      const size_t size = sizes[round % 4];
+      std::vector<uint8_t> out = Pattern(size, me * 1000 + round), in(size, 0xee);
+      // Rounds 8k+1: rank 1 comes 2 ms late (rank 0's spin gives up); 8k+5: rank 0 does.
+      if ((round % 8 == 1 && me == 1) || (round % 8 == 5 && me == 0)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      auto x = r.endpoints[me][other]->Exchange(out.data(), in.data(), size, 100 + round);
+      if (!x.ok()) {
+        ADD_FAILURE() << "rank " << me << " round " << round << ": " << x.status().ToString();
+        ++failures;
+        return;
+      }
+      for (RequestPtr* q : {&x->recv, &x->send}) {
+        if (!*q) continue;
+        Status st = (*q)->Wait(Soon());
+        if (!st.ok()) {
+          ADD_FAILURE() << "rank " << me << " round " << round << ": " << st.ToString();
+          ++failures;
+          return;
+        }
+      }
+      if (in != Pattern(size, other * 1000 + round)) {
+        ADD_FAILURE() << "rank " << me << " round " << round << " (" << size
+                      << " bytes): wrong data";
+        ++failures;
+      }
+    }
+  };
+  std::thread t1(rank_main, 1);
+  rank_main(0);
+  t1.join();
+  ASSERT_EQ(failures.load(), 0);
+  for (int i = 0; i < 2; ++i) {
+    auto st = GetUcxStats(*r.transports[i]);
+    ASSERT_TRUE(st.ok());
+    // Each rank waits for a late peer in 8 of the 60 rounds (2 ms, beyond the 50 us spin).
+    EXPECT_GE(st->exchanges_late, 4u) << "rank " << i;
+    EXPECT_GT(st->exchanges_in_call, 0u) << "rank " << i;
+    EXPECT_EQ(st->dropped_ctrl, 0u) << "rank " << i;
+  }
+}
+
+TEST_P(UcxTransportTest, ExchangeWithAPeerThatLeavesFailsNamingIt) {
+  Ranks r;
+  MakeRanks(r, 2, GetParam());
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  // Rank 1 never answers: it shuts its transport down 20 ms into rank 0's exchange.
+  std::thread leaver([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    r.endpoints[1].clear();
+    r.transports[1].reset();
+  });
+  uint64_t out = 7, in = 0;
+  const auto t0 = Clock::now();
+  auto x = r.endpoints[0][1]->Exchange(&out, &in, sizeof(out), 5);
+  Status st = x.status();
+  if (x.ok()) {
+    ASSERT_TRUE(x->recv) << "answered, though rank 1 never sent";
+    st = x->recv->Wait(Deadline::AfterMs(10000));
+  }
+  leaver.join();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("rank 1"), std::string::npos) << st.ToString();
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+}
+
 TEST(UcxWire, WidenSeqRestoresTheFullSequenceNumber) {
   EXPECT_EQ(WidenSeq(0, 0), 0u);
   EXPECT_EQ(WidenSeq(5, 7), 7u);  // ahead (a message that overtook)

@@ -61,6 +61,8 @@ struct UcxStats {
   uint64_t immediate_sends = 0;    // sends complete on return from PostSend (UCP sent them inline)
   uint64_t dropped_ctrl = 0;       // control messages refused (bad token, magic or unknown sender)
   uint64_t early_ctrl = 0;         // control messages held until their sender's handshake ended
+  uint64_t exchanges_in_call = 0;  // Exchange() receives answered within the call
+  uint64_t exchanges_late = 0;     // Exchange() receives handed back as a pending request
   bool peer_failure_mode = false;  // some endpoint uses UCP_ERR_HANDLING_MODE_PEER
 };
 // The counters of a transport made by CreateUcxTransport; InvalidArgument for any other.
