@@ -398,20 +398,21 @@ TEST_P(UcxTransportTest, MessagesSentTheMomentConnectReturnsArrive) {
 
 TEST_P(UcxTransportTest, ExchangeAnswersInTheCallLateAndEarly) {
   // Endpoint::Exchange, the step of recursive doubling: both ranks send and receive under one
-  // tag. Small messages take the fused path (receive record on the caller's stack, answered
-  // inside the call); rounds where one rank comes late make the other hand its receive back as a
-  // request; rounds where one rank comes early find the answer already waiting; 4000 bytes take
-  // the general path (posted receive and send). Every byte is checked.
+  // tag. Inline messages take the fused path (receive record on the caller's stack, answered
+  // inside the call; 0-200 bytes with the short header, 700 with the full one); rounds where one
+  // rank comes late make the other hand its receive back as a request; rounds where one rank
+  // comes early find the answer already waiting; 4000 bytes (above the inline limit) take the
+  // general path (posted receive and send). Every byte is checked.
   Ranks r;
   MakeRanks(r, 2, GetParam(), {}, /*inline_bytes=*/1024);
   ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
   constexpr int kRounds = 60;
-  const size_t sizes[] = {0, 8, 200, 4000};
+  const size_t sizes[] = {0, 8, 200, 700, 4000};
   std::atomic<int> failures{0};
   auto rank_main = [&](int me) {
     const int other = 1 - me;
     for (int round = 0; round < kRounds; ++round) {
-      const size_t size = sizes[round % 4];
+      const size_t size = sizes[round % 5];
       std::vector<uint8_t> out = Pattern(size, me * 1000 + round), in(size, 0xee);
       // Rounds 8k+1: rank 1 comes 2 ms late (rank 0's spin gives up); 8k+5: rank 0 does.
       if ((round % 8 == 1 && me == 1) || (round % 8 == 5 && me == 0)) {

@@ -71,7 +71,7 @@ WEFT_ENV_KNOB(kInlineKnob, "WEFT_UCX_INLINE_BYTES", "8000",
               "may differ: a receiver takes an inline message of any size");
 
 constexpr size_t kMaxInlineBytes = 64 << 10;
-// Inline messages up to this size try UCP's immediate send from a stack buffer first.
+// Inline messages up to this size go with the short header, copied with it into one stack buffer.
 constexpr size_t kImmediateBytes = 256;
 // Core::Exchange polls for its answer this long (the first kExchangeTightSpin without yielding,
 // where ranks fit the cores), then leaves it to a request: an 8-byte round trip takes 0.3-1 us
@@ -370,6 +370,9 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   // Completes a send's or receive's request (or an Exchange's receive record), if it has one.
   static void Finish(Op* op, Status s);
   Result<RequestPtr> PostSendLocked(Peer* peer, const void* data, size_t size, uint64_t tag);
+  // ucp_am_send_nbx with FORCE_IMM_CMPL: UCS_OK (null), or why it was not sent.
+  ucs_status_ptr_t SendImmediate(Peer* peer, unsigned am_id, const void* header,
+                                 size_t header_length, const void* data, size_t length);
   void ReleaseOp(Op* op);
   void TrackInFlight(Op* op);
   void FreeAllOps();
@@ -859,6 +862,26 @@ void Core::StartRecv(Op* op, void* buf, size_t len, uint64_t tag, uint64_t mask)
   Started(op, 0, r);  // else an error: not even a request
 }
 
+ucs_status_ptr_t Core::SendImmediate(Peer* peer, unsigned am_id, const void* header,
+                                     size_t header_length, const void* data, size_t length) {
+  ucp_request_param_t param{};
+  param.op_attr_mask =
+      UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+  param.datatype = ucp_dt_make_contig(1);
+  param.flags = UCP_AM_SEND_FLAG_EAGER;
+  ucs_status_ptr_t r = ucp_am_send_nbx(peer->ep, am_id, header, header_length, data, length, &param);
+  if (UCS_PTR_IS_PTR(r)) {
+    // Not expected with FORCE_IMM_CMPL; should UCP queue it anyway, it must finish before the
+    // caller's stack buffers go away.
+    while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+    ucs_status_t st = ucp_request_check_status(r);
+    ucp_request_free(r);
+    r = UCS_STATUS_PTR(st);
+    Drain();
+  }
+  return r;
+}
+
 Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uint64_t tag) {
   if (data == nullptr && size > 0) {
     return InvalidArgumentError("PostSend: null buffer of " + std::to_string(size) +
@@ -876,32 +899,24 @@ Result<RequestPtr> Core::PostSendLocked(Peer* peer, const void* data, size_t siz
   const bool is_inline = size <= inline_bytes_;
   const CtrlHeader hdr{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size,
                        static_cast<uint32_t>(config_.rank), 0};
-  if (is_inline && size <= kImmediateBytes) {
-    // A small message first tries UCP's immediate path (eager short: done when the call
-    // returns, or refused with NO_RESOURCE), from a stack buffer and with no Op, no callback and
-    // no event: the common case of the latency path. Refused, it takes the general path. A
-    // short header and the payload go as one contiguous AM data block, not as AM header and
-    // data, which UCP sends through an iov (uct_mm_ep_am_short_iov over shared memory, about 160
-    // instructions more per message).
-    const ShortCtrlHeader sh{hdr.token, tag, hdr.src, static_cast<uint32_t>(seq)};
-    alignas(8) char buf[sizeof(ShortCtrlHeader) + kImmediateBytes];
-    std::memcpy(buf, &sh, sizeof(sh));
-    if (size > 0) std::memcpy(buf + sizeof(sh), data, size);
-    ucp_request_param_t param{};
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS |
-                         UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
-    param.datatype = ucp_dt_make_contig(1);
-    param.flags = UCP_AM_SEND_FLAG_EAGER;
-    ucs_status_ptr_t r =
-        ucp_am_send_nbx(peer->ep, kShortCtrlAmId, nullptr, 0, buf, sizeof(sh) + size, &param);
-    if (UCS_PTR_IS_PTR(r)) {
-      // Not expected with FORCE_IMM_CMPL; should UCP queue it anyway, it must finish before the
-      // stack header goes away.
-      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker_);
-      ucs_status_t st = ucp_request_check_status(r);
-      ucp_request_free(r);
-      r = UCS_STATUS_PTR(st);
-      Drain();
+  if (is_inline) {
+    // An inline message first tries UCP's immediate path (eager short, or a single bcopy
+    // fragment: done when the call returns, or refused with NO_RESOURCE), with no Op, no callback
+    // and no event: the common case of the latency path. Refused, it takes the general path. Up
+    // to kImmediateBytes, a short header and the payload go as one contiguous AM data block
+    // copied here, not as AM header and data, which UCP sends through an iov
+    // (uct_mm_ep_am_short_iov over shared memory, about 160 instructions more per message);
+    // larger ones send the full header (from this frame: the call completes before it returns)
+    // and the payload from the caller's buffer.
+    ucs_status_ptr_t r;
+    if (size <= kImmediateBytes) {
+      const ShortCtrlHeader sh{hdr.token, tag, hdr.src, static_cast<uint32_t>(seq)};
+      alignas(8) char buf[sizeof(ShortCtrlHeader) + kImmediateBytes];
+      std::memcpy(buf, &sh, sizeof(sh));
+      if (size > 0) std::memcpy(buf + sizeof(sh), data, size);
+      r = SendImmediate(peer, kShortCtrlAmId, nullptr, 0, buf, sizeof(sh) + size);
+    } else {
+      r = SendImmediate(peer, kCtrlAmId, &hdr, sizeof(hdr), data, size);
     }
     if (r == nullptr) {  // UCS_OK
       ++peer->next_send_seq;
@@ -974,7 +989,7 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
 Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* recv, size_t size,
                                            uint64_t tag) {
   Endpoint::Exchanged out;
-  if (size > kImmediateBytes || size > inline_bytes_) {
+  if (size > inline_bytes_) {
     WEFT_ASSIGN_OR_RETURN(out.recv, PostRecv(peer, recv, size, tag));
     WEFT_ASSIGN_OR_RETURN(out.send, PostSend(peer, send, size, tag));
     return out;
@@ -983,11 +998,11 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
     return InvalidArgumentError("Exchange: null buffer of " + std::to_string(size) +
                                 " bytes for ucx " + peer->name);
   }
-  // The receive is posted with a record on this stack instead of a request, the send goes
-  // through UCP's immediate path, and this call spins on the worker for the answer: the common
-  // case of an 8-byte all-reduce then allocates nothing and completes no request (per exchange
-  // about 1,000 instructions fewer than PostRecv + PostSend + two waits). An answer that takes
-  // longer than the spin gets a request that the caller waits on as usual.
+  // An inline message: the send goes through UCP's immediate path, the receive is posted with a
+  // record on this stack instead of a request, and this call spins on the worker for the answer:
+  // the common case of a small all-reduce then allocates nothing and completes no request (per
+  // exchange about 1,000 instructions fewer than PostRecv + PostSend + two waits). An answer
+  // that takes longer than the spin gets a request that the caller waits on as usual.
   FastRecv fast;
   Op* op = nullptr;
   auto detach = [&] {  // under mu_, with the receive not done: a request stands in for the record
