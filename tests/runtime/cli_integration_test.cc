@@ -269,6 +269,10 @@ TEST(Cli, EnvListsKnobsAndBadCommandsAreRefused) {
           "WEFT_SHM_COLL_CHUNK_BYTES=lots: want a size (e.g. 256K, 1M) or auto");
   refused("tcp", "WEFT_ALGO_RAB_MAX_BYTES", "huge",
           "WEFT_ALGO_RAB_MAX_BYTES=huge: want a size (e.g. 4M, 0 for never) or auto");
+#ifdef WEFT_TEST_UCX
+  refused("ucx", "WEFT_UCX_INLINE_BYTES", "1M",
+          "WEFT_UCX_INLINE_BYTES=1M: want a size (e.g. 8000, 64K; at most 64K) or auto");
+#endif
 }
 
 }  // namespace

@@ -396,6 +396,26 @@ TEST_P(UcxTransportTest, MessagesSentTheMomentConnectReturnsArrive) {
               static_cast<unsigned long long>(early));
 }
 
+TEST_P(UcxTransportTest, AutomaticInlineLimitFollowsTheTransport) {
+  // WEFT_UCX_INLINE_BYTES=auto: 16 KiB to a same-host peer goes inline over tcp (a separate
+  // message would cost UCP a rendezvous there) and as a separate data message over shared memory.
+  Ranks r;
+  MakeRanks(r, 2, GetParam());
+  ASSERT_TRUE(r.connect_status[0].ok() && r.connect_status[1].ok());
+  std::vector<uint8_t> out = Pattern(16 << 10, 3), in(16 << 10);
+  auto q = r.endpoints[1][0]->PostRecv(in.data(), in.size(), 6);
+  auto s = r.endpoints[0][1]->PostSend(out.data(), out.size(), 6);
+  ASSERT_TRUE(q.ok() && s.ok());
+  ASSERT_TRUE((*q)->Wait(Soon()).ok());
+  ASSERT_TRUE((*s)->Wait(Soon()).ok());
+  EXPECT_EQ(in, out);
+  auto st = GetUcxStats(*r.transports[0]);
+  ASSERT_TRUE(st.ok());
+  const bool over_tcp = GetParam() == "tcp";
+  EXPECT_EQ(st->inline_sends, over_tcp ? 1u : 0u);
+  EXPECT_EQ(st->data_sends, over_tcp ? 0u : 1u);
+}
+
 TEST_P(UcxTransportTest, ExchangeAnswersInTheCallLateAndEarly) {
   // Endpoint::Exchange, the step of recursive doubling: both ranks send and receive under one
   // tag. Inline messages take the fused path (receive record on the caller's stack, answered

@@ -19,9 +19,10 @@ struct UcxTransportOptions {
   // no WEFT_ knob for this: UCX_TLS, UCX_NET_DEVICES, UCX_RNDV_THRESH, UCX_KEEPALIVE_INTERVAL and
   // the other UCX_* variables configure UCX directly.
   std::string tls;
-  // Messages up to this many bytes travel inside their control message (knob
-  // WEFT_UCX_INLINE_BYTES); larger ones follow as a separate UCP message that UCP sends eager or
-  // by zero-copy rendezvous as it sees fit.
+  // Messages up to this many bytes travel inside their control message; larger ones follow as a
+  // separate UCP message that UCP sends eager or by zero-copy rendezvous as it sees fit. 0: knob
+  // WEFT_UCX_INLINE_BYTES, whose default (auto) is 8000 to peers reached through shared memory
+  // and 64 KiB to others.
   size_t inline_bytes = 0;
 };
 
