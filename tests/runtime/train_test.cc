@@ -106,6 +106,7 @@ TEST(TrainTest, SameLossCurveOnOneRankAndPartitioned) {
        2,
        {"--pp", "2", "--dp", "1", "--micro-batches", "8", "--schedule", "interleaved"}},
       {"2x2", 4, {"--pp", "2", "--dp", "2", "--micro-batches", "4"}},
+      {"1x2", 2, {"--pp", "1", "--dp", "2", "--micro-batches", "4"}},
   };
   std::vector<std::vector<double>> curves;
   for (const Case& c : cases) {
@@ -122,15 +123,27 @@ TEST(TrainTest, SameLossCurveOnOneRankAndPartitioned) {
   EXPECT_LT(curves[0].back(), 0.6 * curves[0].front());
   // Pipelines compute exactly what one rank computes (the loss log has 6 significant digits).
   for (size_t k = 1; k <= 3; ++k) EXPECT_EQ(curves[k], curves[0]) << cases[k].name;
-  // With 2 replicas the gradient is (Σ replica 0) + (Σ replica 1) instead of one running sum:
-  // float rounding differs, so the curves agree within 1e-5 relative (measured: ~2e-6).
+  // Two replicas, with and without a pipeline, compute the same bits: the partitioning changes
+  // nothing. Against one rank they differ in float rounding, since the gradient is then
+  // (Σ replica 0) + (Σ replica 1) instead of one running sum: the curves agree within 1e-5
+  // relative at first (measured: ~2e-6), but SGD can amplify a rounding difference once it tips a
+  // borderline activation (on one machine from step 30 on: 7e-5, then 1e-3 and more), so only
+  // the first 20 steps are held to it, and the end of the curve to the same level of loss.
+  EXPECT_EQ(curves[4], curves[5]) << "2 stages x 2 replicas against 1 stage x 2 replicas";
   double worst = 0;
-  for (size_t i = 0; i < curves[0].size(); ++i) {
-    worst = std::max(worst, std::fabs(curves[4][i] - curves[0][i]) / curves[0][i]);
+  for (size_t i = 0; i < 20; ++i) {
+    worst = std::max(worst, std::fabs(curves[5][i] - curves[0][i]) / curves[0][i]);
   }
-  std::printf("2 stages x 2 replicas vs 1 rank: max relative loss difference %.3g over 100 steps\n",
-              worst);
+  auto tail_mean = [](const std::vector<double>& c) {
+    double sum = 0;
+    for (size_t i = c.size() - 10; i < c.size(); ++i) sum += c[i];
+    return sum / 10;
+  };
+  std::printf("2 replicas vs 1 rank: max relative loss difference %.3g over the first 20 steps; "
+              "mean loss of the last 10 steps %.4f vs %.4f\n",
+              worst, tail_mean(curves[5]), tail_mean(curves[0]));
   EXPECT_LT(worst, 1e-5);
+  EXPECT_NEAR(tail_mean(curves[5]), tail_mean(curves[0]), 0.15 * tail_mean(curves[0]));
   // Three stages, interleaved (six one-layer chunks, the wrap-around channel from stage 2 back
   // to stage 0), against one rank on the same model and batch.
   std::vector<std::string> deep = {"--optimizer",
