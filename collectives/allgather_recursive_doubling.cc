@@ -18,15 +18,13 @@ Status AllGatherRecursiveDoubling(OpContext& ctx, const void* sendbuf, void* rec
   if (out + rank * block != sendbuf && block > 0) {
     std::memcpy(out + rank * block, sendbuf, block);
   }
-  Pending ps[2];
   for (int mask = 1, step = 0; mask < n; mask <<= 1, ++step) {
     const int partner = rank ^ mask;
     const size_t mine = static_cast<size_t>(rank & ~(mask - 1));
     const size_t theirs = static_cast<size_t>(partner & ~(mask - 1));
     const size_t bytes = static_cast<size_t>(mask) * block;
-    WEFT_ASSIGN_OR_RETURN(ps[0], ctx.Recv(partner, out + theirs * block, bytes, step));
-    WEFT_ASSIGN_OR_RETURN(ps[1], ctx.Send(partner, out + mine * block, bytes, step));
-    WEFT_RETURN_IF_ERROR(ctx.WaitAll(ps, 2));
+    WEFT_RETURN_IF_ERROR(
+        ctx.Exchange(partner, out + mine * block, out + theirs * block, bytes, step));
   }
   return Status::Ok();
 }
