@@ -401,6 +401,10 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   // Completes a send's or receive's request (or an Exchange's receive record), if it has one.
   static void Finish(Op* op, Status s);
   Result<RequestPtr> PostSendLocked(Peer* peer, const void* data, size_t size, uint64_t tag);
+  // Posts receive `op` (its req or fast set): matched at once against a message that already
+  // arrived (true), or queued on the peer (false); refused, the op released, when the peer can
+  // send nothing more.
+  Result<bool> PostRecvLocked(Peer* peer, Op* op, void* data, size_t size, uint64_t tag);
   // ucp_am_send_nbx with FORCE_IMM_CMPL: UCS_OK (null), or why it was not sent.
   ucs_status_ptr_t SendImmediate(Peer* peer, unsigned am_id, const void* header,
                                  size_t header_length, const void* data, size_t length);
@@ -1002,6 +1006,12 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
       MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size, weak_from_this());
   Op* op = NewOp(Op::Kind::kRecv, peer);
   op->req = req;
+  WEFT_ASSIGN_OR_RETURN(bool matched, PostRecvLocked(peer, op, data, size, tag));
+  if (matched && !req->done()) WakeIfSleeping();
+  return RequestPtr(std::move(req));
+}
+
+Result<bool> Core::PostRecvLocked(Peer* peer, Op* op, void* data, size_t size, uint64_t tag) {
   op->buf = static_cast<char*>(data);
   op->size = size;
   op->tag = tag;
@@ -1010,8 +1020,7 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
     Arrived a = peer->unexpected.Take(waiting);
     Match(peer, op, a);
     Drain();
-    if (!req->done()) WakeIfSleeping();
-    return RequestPtr(std::move(req));
+    return true;
   }
   // A lost peer sends nothing more; only messages that had wholly arrived (above) can match.
   if (!peer->failed.ok() || peer->said_bye) {
@@ -1019,7 +1028,7 @@ Result<RequestPtr> Core::PostRecv(Peer* peer, void* data, size_t size, uint64_t 
     return peer->failed.ok() ? ByeStatus(peer) : peer->failed;
   }
   peer->posted.Push(tag, op);
-  return RequestPtr(std::move(req));
+  return false;
 }
 
 Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* recv, size_t size,
@@ -1041,13 +1050,6 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
   // that takes longer than the spin gets a request that the caller waits on as usual.
   FastRecv fast;
   Op* op = nullptr;
-  auto detach = [&] {  // under mu_, with the receive not done: a request stands in for the record
-    auto req =
-        MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size, weak_from_this());
-    op->req = req;
-    op->fast = nullptr;
-    return RequestPtr(std::move(req));
-  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (peer->aborted) return peer->failed;
@@ -1058,21 +1060,7 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
     if (!sent->Done()) out.send = std::move(sent);
     op = NewOp(Op::Kind::kRecv, peer);
     op->fast = &fast;
-    op->buf = static_cast<char*>(recv);
-    op->size = size;
-    op->tag = tag;
-    const ptrdiff_t waiting = peer->unexpected.Find(tag);
-    if (waiting >= 0) {
-      Arrived a = peer->unexpected.Take(waiting);
-      Match(peer, op, a);
-      Drain();
-    } else if (!peer->failed.ok() || peer->said_bye) {
-      // A lost peer sends nothing more; only messages that had wholly arrived can match.
-      ReleaseOp(op);
-      return peer->failed.ok() ? ByeStatus(peer) : peer->failed;
-    } else {
-      peer->posted.Push(tag, op);
-    }
+    WEFT_RETURN_IF_ERROR(PostRecvLocked(peer, op, recv, size, tag).status());
   }
   if (!fast.done.load(std::memory_order_acquire)) {
     // As SpinWaitRequest::Wait polls (a tight phase only where ranks fit the cores), but for
@@ -1105,8 +1093,13 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
   if (!fast.done.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!fast.done.load(std::memory_order_acquire)) {
+      // Still pending, so the op is live: a request stands in for the record.
       ++stats_.exchanges_late;
-      out.recv = detach();
+      auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
+                                          weak_from_this());
+      op->req = req;
+      op->fast = nullptr;
+      out.recv = std::move(req);
       return out;
     }
   }
