@@ -107,6 +107,8 @@ constexpr size_t kImmediateBytes = 256;
 // over shared memory and 6-10 us over tcp here.
 constexpr auto kExchangeTightSpin = std::chrono::microseconds(5);
 constexpr auto kExchangeSpin = std::chrono::microseconds(50);
+// Of which the first polls, up to this long, hold the worker's lock throughout (Core::Exchange).
+constexpr auto kExchangeLockedSpin = std::chrono::microseconds(2);
 // Data messages up to this size are sent with UCP_OP_ATTR_FLAG_FAST_CMPL, which lets UCP keep
 // them eager (copied out at once) where it would otherwise start a rendezvous, as a blocking send
 // does; the waiter here waits at once too. 2 ranks, all-reduce, UCX_TLS=tcp: 8 KiB 101-116 ->
@@ -400,6 +402,8 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   Op* NewOp(Op::Kind kind, Peer* peer);
   // Completes a send's or receive's request (or an Exchange's receive record), if it has one.
   static void Finish(Op* op, Status s);
+  // As PostSend, under mu_; a send done on return gives a null request (no shared completed one:
+  // copying it is an atomic, which after a send waits for the send's stores to reach the peer).
   Result<RequestPtr> PostSendLocked(Peer* peer, const void* data, size_t size, uint64_t tag);
   // Posts receive `op` (its req or fast set): matched at once against a message that already
   // arrived (true), or queued on the peer (false); refused, the op released, when the peer can
@@ -928,7 +932,8 @@ Result<RequestPtr> Core::PostSend(Peer* peer, const void* data, size_t size, uin
                                 " bytes for ucx " + peer->name);
   }
   std::lock_guard<std::mutex> lock(mu_);
-  return PostSendLocked(peer, data, size, tag);
+  WEFT_ASSIGN_OR_RETURN(RequestPtr sent, PostSendLocked(peer, data, size, tag));
+  return sent ? sent : RequestPtr(done_);
 }
 
 Result<RequestPtr> Core::PostSendLocked(Peer* peer, const void* data, size_t size, uint64_t tag) {
@@ -939,52 +944,64 @@ Result<RequestPtr> Core::PostSendLocked(Peer* peer, const void* data, size_t siz
   const bool is_inline = size <= peer->inline_bytes;
   const CtrlHeader hdr{kCtrlMagic, is_inline ? kInline : 0u, peer->token_out, seq, tag, size,
                        static_cast<uint32_t>(config_.rank), 0};
-  if (is_inline) {
-    // An inline message first tries UCP's immediate path (eager short, or a single bcopy
-    // fragment: done when the call returns, or refused with NO_RESOURCE), with no Op, no callback
-    // and no event: the common case of the latency path. Refused, it takes the general path. Up
-    // to kImmediateBytes, a short header and the payload go as one contiguous AM data block
-    // copied here, not as AM header and data, which UCP sends through an iov
-    // (uct_mm_ep_am_short_iov over shared memory, about 160 instructions more per message);
-    // larger ones send the full header (from this frame: the call completes before it returns)
-    // and the payload from the caller's buffer.
-    ucs_status_ptr_t r;
-    if (size <= kImmediateBytes) {
-      const ShortCtrlHeader sh{hdr.token, tag, hdr.src, static_cast<uint32_t>(seq)};
-      alignas(8) char buf[sizeof(ShortCtrlHeader) + kImmediateBytes];
-      std::memcpy(buf, &sh, sizeof(sh));
-      if (size > 0) std::memcpy(buf + sizeof(sh), data, size);
-      r = SendImmediate(peer, kShortCtrlAmId, nullptr, 0, buf, sizeof(sh) + size);
-    } else {
-      r = SendImmediate(peer, kCtrlAmId, &hdr, sizeof(hdr), data, size);
-    }
-    if (r == nullptr) {  // UCS_OK
+  if (is_inline && size <= kImmediateBytes) {
+    // A small message first tries UCP's immediate path (eager short: done when the call returns,
+    // or refused with NO_RESOURCE) from a stack buffer, with no Op, no callback and no event: the
+    // common case of the latency path. Refused, it takes the way below. A short header and the
+    // payload go as one contiguous AM data block, not as AM header and data, which UCP sends
+    // through an iov (uct_mm_ep_am_short_iov over shared memory, about 160 instructions more per
+    // message).
+    const ShortCtrlHeader sh{hdr.token, tag, hdr.src, static_cast<uint32_t>(seq)};
+    alignas(8) char buf[sizeof(ShortCtrlHeader) + kImmediateBytes];
+    std::memcpy(buf, &sh, sizeof(sh));
+    if (size > 0) std::memcpy(buf + sizeof(sh), data, size);
+    if (SendImmediate(peer, kShortCtrlAmId, nullptr, 0, buf, sizeof(sh) + size) == nullptr) {
       ++peer->next_send_seq;
       ++stats_.inline_sends;
       ++stats_.immediate_sends;
-      return RequestPtr(done_);
+      return RequestPtr();
     }
+  }
+  Op* op = NewOp(Op::Kind::kSend, peer);
+  ++peer->next_send_seq;
+  op->hdr = hdr;
+  if (is_inline) {
+    // The payload goes as the active message's data, read by UCP from the caller's buffer (which
+    // the caller keeps until the send completes): no copy of ours. UCP sends an eager message
+    // that fits one fragment (short or bcopy) inside the call and returns no request: then
+    // nothing is left to track, and the send needs no request or event either (FORCE_IMM_CMPL,
+    // as above, refuses what UCP cannot send short: bcopy sizes went this whole way).
+    ++stats_.inline_sends;
+    ucp_request_param_t param = BeginPart(op, UCP_OP_ATTR_FIELD_FLAGS);
+    param.cb.send = SendCallback;
+    param.flags = UCP_AM_SEND_FLAG_EAGER;
+    ucs_status_ptr_t r =
+        ucp_am_send_nbx(peer->ep, kCtrlAmId, &op->hdr, sizeof(CtrlHeader), data, size, &param);
+    if (r == nullptr) {
+      --op->parts;
+      ReleaseOp(op);
+      ++stats_.immediate_sends;
+      return RequestPtr();
+    }
+    auto req =
+        MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
+    op->req = req;
+    ++busy_ops_;
+    Started(op, 0, r);
+    Drain();
+    if (!req->done()) WakeIfSleeping();
+    return RequestPtr(std::move(req));
   }
   auto req =
       MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
-  Op* op = NewOp(Op::Kind::kSend, peer);
   op->req = req;
-  ++peer->next_send_seq;
-  op->hdr = hdr;
   ++busy_ops_;
-  if (is_inline) {
-    // The payload goes as the active message's data, read by UCP from the caller's buffer (which
-    // the caller keeps until the send completes): no copy of ours.
-    ++stats_.inline_sends;
-    StartCtrl(op, &op->hdr, data, size);
-  } else {
-    // The header first, then the data on its own tag: both leave now, so the receiver never
-    // waits a round trip; UCP picks eager or rendezvous for the data by its size.
-    ++stats_.data_sends;
-    StartCtrl(op, &op->hdr, nullptr, 0);
-    StartSend(op, 1, peer->ep, data, size, MakeTag(TagKind::kData, config_.rank, seq),
-              ucp_dt_make_contig(1), /*fast=*/size <= kFastDataBytes);
-  }
+  // The header first, then the data on its own tag: both leave now, so the receiver never waits
+  // a round trip; UCP picks eager or rendezvous for the data by its size.
+  ++stats_.data_sends;
+  StartCtrl(op, &op->hdr, nullptr, 0);
+  StartSend(op, 1, peer->ep, data, size, MakeTag(TagKind::kData, config_.rank, seq),
+            ucp_dt_make_contig(1), /*fast=*/size <= kFastDataBytes);
   Drain();
   if (req->done()) {
     ++stats_.immediate_sends;
@@ -1050,23 +1067,65 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
   // that takes longer than the spin gets a request that the caller waits on as usual.
   FastRecv fast;
   Op* op = nullptr;
+  // Spinning from here on (the progress thread stays out of the way): announced before the send,
+  // so that its atomic does not wait for the send's stores to reach the peer.
+  BeginSpin();
+  struct SpinEnd {
+    Core* core;
+    ~SpinEnd() { core->EndSpin(/*completed=*/true); }  // a late answer is waited for as a request
+  } spin_end{this};
+  const bool tight = spin_tight_.load(std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (peer->aborted) return peer->failed;
     if (!aborted_.ok()) return aborted_;
-    // The send first: what follows until the answer arrives is off the critical path. Nothing
-    // is delivered before the receive below is posted (deliveries happen under mu_).
-    WEFT_ASSIGN_OR_RETURN(RequestPtr sent, PostSendLocked(peer, send, size, tag));
-    if (!sent->Done()) out.send = std::move(sent);
+    // The receive first, then the send, then at once the polls: stores after the send's would
+    // queue behind those into the peer's memory (stores leave in order) and fill the store
+    // buffer, stalling the poll (measured: 10% of the time in posting the receive when it came
+    // after the send).
     op = NewOp(Op::Kind::kRecv, peer);
     op->fast = &fast;
     WEFT_RETURN_IF_ERROR(PostRecvLocked(peer, op, recv, size, tag).status());
+    auto sent = PostSendLocked(peer, send, size, tag);
+    if (!sent.ok()) {
+      if (!fast.done.load(std::memory_order_acquire)) {
+        // The receive stays posted (the failure fails the operation): a request stands in for
+        // the record on this stack.
+        auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
+                                            weak_from_this());
+        op->req = req;
+        op->fast = nullptr;
+      }
+      return sent.status();
+    }
+    if (*sent) out.send = std::move(*sent);
+    if (tight) {
+      // The first polls still hold the lock: between the send's stores into the peer's memory and
+      // the first look at the answer there is then no locked instruction, which would stall
+      // until those stores have reached the peer (a cache-line transfer per line, 0.1-0.5 us
+      // here; the unlock and PollOnce's try-lock were two). Bounded by kExchangeLockedSpin.
+      Clock::time_point locked_end{};
+      for (int polls = 1; !fast.done.load(std::memory_order_acquire); ++polls) {
+        const uint64_t delivered = delivered_;
+        while (ucp_worker_progress(worker_) != 0 && events_.empty() && delivered_ == delivered) {
+        }
+        Drain();
+        if (fast.done.load(std::memory_order_acquire)) break;
+        if ((polls & 7) == 0) {
+          const Clock::time_point now = Clock::now();
+          if (polls == 8) {
+            locked_end = now + kExchangeLockedSpin;
+          } else if (now >= locked_end) {
+            break;
+          }
+        }
+        CpuRelax();
+      }
+    }
   }
   if (!fast.done.load(std::memory_order_acquire)) {
     // As SpinWaitRequest::Wait polls (a tight phase only where ranks fit the cores), but for
     // kExchangeSpin at most: the clock is first read on the fourth poll.
-    BeginSpin();
-    const bool tight = spin_tight_.load(std::memory_order_relaxed);
     bool relax = tight;
     Clock::time_point tight_end{}, end{};
     for (int polls = 1;; ++polls) {
@@ -1088,7 +1147,6 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
         sched_yield();
       }
     }
-    EndSpin(/*completed=*/true);  // never sleeps here: a late answer is waited for as a request
   }
   if (!fast.done.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(mu_);
