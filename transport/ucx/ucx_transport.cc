@@ -363,6 +363,8 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   void Abort(const Status& why);
   void Shutdown();
   void PollOnce() override;
+  // PollOnce's work, under mu_.
+  void PollLocked();
   void BeginSpin() override;
   void EndSpin(bool completed) override;
   void EndSleep() override { sleepers_.fetch_sub(1, std::memory_order_seq_cst); }
@@ -1106,10 +1108,7 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
       // here; the unlock and PollOnce's try-lock were two). Bounded by kExchangeLockedSpin.
       Clock::time_point locked_end{};
       for (int polls = 1; !fast.done.load(std::memory_order_acquire); ++polls) {
-        const uint64_t delivered = delivered_;
-        while (ucp_worker_progress(worker_) != 0 && events_.empty() && delivered_ == delivered) {
-        }
-        Drain();
+        PollLocked();
         if (fast.done.load(std::memory_order_acquire)) break;
         if ((polls & 7) == 0) {
           const Clock::time_point now = Clock::now();
@@ -1542,7 +1541,11 @@ void Core::ProgressLocked() {
 
 void Core::PollOnce() {
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-  if (!lock.owns_lock() || shutdown_) return;
+  if (lock.owns_lock()) PollLocked();
+}
+
+void Core::PollLocked() {
+  if (shutdown_) return;
   // Drives the worker while it moves (a large transfer advances fragment by fragment), but
   // returns as soon as something completed, unlike ProgressLocked(): the waiter then sees its
   // request done without a further ucp_worker_progress (a system call over tcp) in between.
