@@ -163,16 +163,16 @@ Result<std::string> HexDecode(std::string_view hex) {
 struct Peer;
 class Core;
 
-// One operation of ours on the worker: a send (one or two UCP messages), a receive, an
-// authentication message, a flush or a close. Owned by its Core (on its live list, then back in
-// its pool: a message's path allocates no Op); it is the user_data of its UCP requests, so it
-// lives until they have completed.
 // A receive awaited inside Core::Exchange: filled and flagged in place of a request.
 struct FastRecv {
   std::atomic<bool> done{false};
   Status status;  // written before done is set
 };
 
+// One operation of ours on the worker: a send (one or two UCP messages), a receive, an
+// authentication message, a flush or a close. Owned by its Core (on its live list, then back in
+// its pool: a message's path allocates no Op); it is the user_data of its UCP requests, so it
+// lives until they have completed.
 struct Op {
   enum class Kind {
     kSend,
