@@ -527,22 +527,31 @@ Status OpContext::WaitArena(LocalArena::Flag flag, uint64_t seq, int only_rank) 
   return s;
 }
 
-template <typename Post>
-Result<Pending> OpContext::PostVia(int peer, Post&& post) {
+Result<transport::Endpoint*> OpContext::EndpointOf(int peer) {
   transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
   if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
+  return ep;
+}
+
+template <typename Post>
+Result<Pending> OpContext::PostVia(int peer, Post&& post) {
+  WEFT_ASSIGN_OR_RETURN(transport::Endpoint * ep, EndpointOf(peer));
   auto r = post(*ep);
   if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
   return Pending{*r, peer};
 }
 
-Result<Pending> OpContext::SendTagged(int peer, const void* data, size_t bytes, uint64_t tag) {
-  auto p = PostVia(peer, [&](transport::Endpoint& ep) { return ep.PostSend(data, bytes, tag); });
+void OpContext::CountSent(int peer, size_t bytes) {
   // Bytes are counted here, where every collective's and user's send is posted, rather than in
   // each transport.
-  if (p.ok() && metrics::Enabled()) {
+  if (metrics::Enabled()) {
     metrics::AddSentBytes(comm_.shared().sent_counter(comm_.world_rank_of(peer)), bytes);
   }
+}
+
+Result<Pending> OpContext::SendTagged(int peer, const void* data, size_t bytes, uint64_t tag) {
+  auto p = PostVia(peer, [&](transport::Endpoint& ep) { return ep.PostSend(data, bytes, tag); });
+  if (p.ok()) CountSent(peer, bytes);
   return p;
 }
 
@@ -573,17 +582,14 @@ Result<Pending> OpContext::Recv(int peer, void* data, size_t bytes, int step) {
 }
 
 Status OpContext::Exchange(int peer, const void* send, void* recv, size_t bytes, int step) {
-  transport::Endpoint* ep = comm_.shared().endpoint(comm_.world_rank_of(peer));
-  if (ep == nullptr) return InternalError(OpLabel() + ": no endpoint to " + PeerLabel(peer));
-  auto r = ep->Exchange(send, recv, bytes, comm_.CollectiveTag(seq_, step));
-  if (!r.ok()) return FailureOf(Pending{nullptr, peer}, r.status());
-  if (metrics::Enabled()) {
-    metrics::AddSentBytes(comm_.shared().sent_counter(comm_.world_rank_of(peer)), bytes);
-  }
+  WEFT_ASSIGN_OR_RETURN(transport::Endpoint * ep, EndpointOf(peer));
+  auto x = ep->Exchange(send, recv, bytes, comm_.CollectiveTag(seq_, step));
+  if (!x.ok()) return FailureOf(Pending{nullptr, peer}, x.status());
+  CountSent(peer, bytes);
   Pending ps[2];
   size_t n = 0;
-  if (r->recv) ps[n++] = Pending{std::move(r->recv), peer};
-  if (r->send) ps[n++] = Pending{std::move(r->send), peer};
+  if (x->recv) ps[n++] = Pending{std::move(x->recv), peer};
+  if (x->send) ps[n++] = Pending{std::move(x->send), peer};
   return n == 0 ? Status::Ok() : WaitAll(ps, n);
 }
 

@@ -44,8 +44,8 @@ struct ResolvedOptions {
   int64_t rd_max_bytes = 0;
   int64_t rab_min_bytes = 0;
   int64_t rab_max_bytes = 0;  // -1: auto (DefaultRabMaxBytes of the communicator's size)
-  size_t allgather_rd_max_bytes =
-      0;                    // flat all-gathers up to this (gathered) size: recursive doubling
+  // Flat all-gathers up to this (gathered) size: recursive doubling.
+  size_t allgather_rd_max_bytes = 0;
   int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;
   size_t shm_coll_chunk_bytes = 0;
@@ -227,9 +227,13 @@ class OpContext {
 
  private:
   Status FailureOf(const Pending& p, const Status& s);
+  // The transport endpoint to `peer` (InternalError where there is none).
+  Result<transport::Endpoint*> EndpointOf(int peer);
   // Posts with post(endpoint of `peer`); a transport's refusal fails the operation (FailureOf).
   template <typename Post>
   Result<Pending> PostVia(int peer, Post&& post);
+  // Counts `bytes` sent to `peer` in the transport metrics (when they are on).
+  void CountSent(int peer, size_t bytes);
   // The operation's deadline, fixed on first use (from `now` where the caller has read the clock).
   const Deadline& deadline(Clock::time_point now = Clock::time_point::min()) const {
     if (timeout_ms_ >= 0) {

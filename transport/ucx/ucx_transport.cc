@@ -94,8 +94,7 @@ bool TlsMayUseSharedMemory(std::string_view tls) {
     const size_t comma = tls.find(',');
     std::string_view t = tls.substr(0, comma);
     tls.remove_prefix(comma == std::string_view::npos ? tls.size() : comma + 1);
-    if (t == "all") return !exclude;
-    if (t == "sm" || t == "shm") return !exclude;
+    if (t == "all" || t == "sm" || t == "shm") return !exclude;
     if (t == "posix" || t == "sysv" || t == "xpmem") named_shm = true;
   }
   return exclude || named_shm;
@@ -411,6 +410,8 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
   // arrived (true), or queued on the peer (false); refused, the op released, when the peer can
   // send nothing more.
   Result<bool> PostRecvLocked(Peer* peer, Op* op, void* data, size_t size, uint64_t tag);
+  // Under mu_, for a receive of Exchange still pending: a request in place of its record.
+  RequestPtr StandInFor(Op* op);
   // ucp_am_send_nbx with FORCE_IMM_CMPL: UCS_OK (null), or why it was not sent.
   ucs_status_ptr_t SendImmediate(Peer* peer, unsigned am_id, const void* header,
                                  size_t header_length, const void* data, size_t length);
@@ -442,6 +443,8 @@ class Core final : public Progressor, public std::enable_shared_from_this<Core> 
 
   void Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload);
   void Match(Peer* peer, Op* recv, Arrived& a);
+  // A receive matched to an inline message of its size: the payload copied in, completed.
+  void CompleteInline(Op* recv, const char* payload);
   void OnHello(Op* op, const Event& ev);
   void OnProof(Op* op, const Event& ev);
   void Verify(Peer* peer);
@@ -967,6 +970,7 @@ Result<RequestPtr> Core::PostSendLocked(Peer* peer, const void* data, size_t siz
   Op* op = NewOp(Op::Kind::kSend, peer);
   ++peer->next_send_seq;
   op->hdr = hdr;
+  ucs_status_ptr_t inline_sent = nullptr;
   if (is_inline) {
     // The payload goes as the active message's data, read by UCP from the caller's buffer (which
     // the caller keeps until the send completes): no copy of ours. UCP sends an eager message
@@ -977,33 +981,29 @@ Result<RequestPtr> Core::PostSendLocked(Peer* peer, const void* data, size_t siz
     ucp_request_param_t param = BeginPart(op, UCP_OP_ATTR_FIELD_FLAGS);
     param.cb.send = SendCallback;
     param.flags = UCP_AM_SEND_FLAG_EAGER;
-    ucs_status_ptr_t r =
+    inline_sent =
         ucp_am_send_nbx(peer->ep, kCtrlAmId, &op->hdr, sizeof(CtrlHeader), data, size, &param);
-    if (r == nullptr) {
+    if (inline_sent == nullptr) {
       --op->parts;
       ReleaseOp(op);
       ++stats_.immediate_sends;
       return RequestPtr();
     }
-    auto req =
-        MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
-    op->req = req;
-    ++busy_ops_;
-    Started(op, 0, r);
-    Drain();
-    if (!req->done()) WakeIfSleeping();
-    return RequestPtr(std::move(req));
   }
   auto req =
       MakeRecycled<UcxRequest>(UcxRequest::Kind::kSend, peer->rank, tag, size, weak_from_this());
   op->req = req;
   ++busy_ops_;
-  // The header first, then the data on its own tag: both leave now, so the receiver never waits
-  // a round trip; UCP picks eager or rendezvous for the data by its size.
-  ++stats_.data_sends;
-  StartCtrl(op, &op->hdr, nullptr, 0);
-  StartSend(op, 1, peer->ep, data, size, MakeTag(TagKind::kData, config_.rank, seq),
-            ucp_dt_make_contig(1), /*fast=*/size <= kFastDataBytes);
+  if (is_inline) {
+    Started(op, 0, inline_sent);
+  } else {
+    // The header first, then the data on its own tag: both leave now, so the receiver never
+    // waits a round trip; UCP picks eager or rendezvous for the data by its size.
+    ++stats_.data_sends;
+    StartCtrl(op, &op->hdr, nullptr, 0);
+    StartSend(op, 1, peer->ep, data, size, MakeTag(TagKind::kData, config_.rank, seq),
+              ucp_dt_make_contig(1), /*fast=*/size <= kFastDataBytes);
+  }
   Drain();
   if (req->done()) {
     ++stats_.immediate_sends;
@@ -1050,25 +1050,28 @@ Result<bool> Core::PostRecvLocked(Peer* peer, Op* op, void* data, size_t size, u
   return false;
 }
 
+RequestPtr Core::StandInFor(Op* op) {
+  auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, op->peer->rank, op->tag, op->size,
+                                      weak_from_this());
+  op->req = req;
+  op->fast = nullptr;
+  return req;
+}
+
 Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* recv, size_t size,
                                            uint64_t tag) {
-  Endpoint::Exchanged out;
-  if (size > peer->inline_bytes) {
-    WEFT_ASSIGN_OR_RETURN(out.recv, PostRecv(peer, recv, size, tag));
-    WEFT_ASSIGN_OR_RETURN(out.send, PostSend(peer, send, size, tag));
-    return out;
-  }
   if ((send == nullptr || recv == nullptr) && size > 0) {
     return InvalidArgumentError("Exchange: null buffer of " + std::to_string(size) +
                                 " bytes for ucx " + peer->name);
   }
-  // An inline message: the send goes through UCP's immediate path, the receive is posted with a
-  // record on this stack instead of a request, and this call spins on the worker for the answer:
-  // the common case of a small all-reduce then allocates nothing and completes no request (per
-  // exchange about 1,000 instructions fewer than PostRecv + PostSend + two waits). An answer
-  // that takes longer than the spin gets a request that the caller waits on as usual.
+  // An inline message (UcxEndpoint::Exchange leaves larger ones to Endpoint's): the send goes
+  // through UCP's immediate path, the receive is posted with a record on this stack instead of a
+  // request, and this call spins on the worker for the answer: the common case of a small
+  // all-reduce then allocates nothing and completes no request (per exchange about 1,000
+  // instructions fewer than PostRecv + PostSend + two waits). An answer that takes longer than
+  // the spin gets a request that the caller waits on as usual.
+  Endpoint::Exchanged out;
   FastRecv fast;
-  Op* op = nullptr;
   // Spinning from here on (the progress thread stays out of the way): announced before the send,
   // so that its atomic does not wait for the send's stores to reach the peer.
   BeginSpin();
@@ -1077,86 +1080,63 @@ Result<Endpoint::Exchanged> Core::Exchange(Peer* peer, const void* send, void* r
     ~SpinEnd() { core->EndSpin(/*completed=*/true); }  // a late answer is waited for as a request
   } spin_end{this};
   const bool tight = spin_tight_.load(std::memory_order_relaxed);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (peer->aborted) return peer->failed;
-    if (!aborted_.ok()) return aborted_;
-    // The receive first, then the send, then at once the polls: stores after the send's would
-    // queue behind those into the peer's memory (stores leave in order) and fill the store
-    // buffer, stalling the poll (measured: 10% of the time in posting the receive when it came
-    // after the send).
-    op = NewOp(Op::Kind::kRecv, peer);
-    op->fast = &fast;
-    WEFT_RETURN_IF_ERROR(PostRecvLocked(peer, op, recv, size, tag).status());
-    auto sent = PostSendLocked(peer, send, size, tag);
-    if (!sent.ok()) {
-      if (!fast.done.load(std::memory_order_acquire)) {
-        // The receive stays posted (the failure fails the operation): a request stands in for
-        // the record on this stack.
-        auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
-                                            weak_from_this());
-        op->req = req;
-        op->fast = nullptr;
-      }
-      return sent.status();
-    }
-    if (*sent) out.send = std::move(*sent);
-    if (tight) {
-      // The first polls still hold the lock: between the send's stores into the peer's memory and
-      // the first look at the answer there is then no locked instruction, which would stall
-      // until those stores have reached the peer (a cache-line transfer per line, 0.1-0.5 us
-      // here; the unlock and PollOnce's try-lock were two). Bounded by kExchangeLockedSpin.
-      Clock::time_point locked_end{};
-      for (int polls = 1; !fast.done.load(std::memory_order_acquire); ++polls) {
-        PollLocked();
-        if (fast.done.load(std::memory_order_acquire)) break;
-        if ((polls & 7) == 0) {
-          const Clock::time_point now = Clock::now();
-          if (polls == 8) {
-            locked_end = now + kExchangeLockedSpin;
-          } else if (now >= locked_end) {
-            break;
-          }
-        }
-        CpuRelax();
-      }
-    }
+  std::unique_lock<std::mutex> lock(mu_);
+  if (peer->aborted) return peer->failed;
+  if (!aborted_.ok()) return aborted_;
+  // The receive first, then the send, then at once the polls: stores after the send's would
+  // queue behind those into the peer's memory (stores leave in order) and fill the store buffer,
+  // stalling the poll (measured: 10% of the time in posting the receive when it came after the
+  // send).
+  Op* op = NewOp(Op::Kind::kRecv, peer);
+  op->fast = &fast;
+  WEFT_RETURN_IF_ERROR(PostRecvLocked(peer, op, recv, size, tag).status());
+  auto sent = PostSendLocked(peer, send, size, tag);
+  if (!sent.ok()) {
+    // The receive stays posted (the failure fails the operation).
+    if (!fast.done.load(std::memory_order_acquire)) StandInFor(op);
+    return sent.status();
   }
-  if (!fast.done.load(std::memory_order_acquire)) {
-    // As SpinWaitRequest::Wait polls (a tight phase only where ranks fit the cores), but for
-    // kExchangeSpin at most: the clock is first read on the fourth poll.
-    bool relax = tight;
-    Clock::time_point tight_end{}, end{};
-    for (int polls = 1;; ++polls) {
+  if (*sent) out.send = std::move(*sent);
+  // As SpinWaitRequest::Wait polls (a tight phase only where ranks fit the cores), but for
+  // kExchangeSpin at most; the clock is first read on the fourth poll. Where the phase is tight,
+  // its first kExchangeLockedSpin still holds the lock: between the send's stores into the peer's
+  // memory and the first look at the answer there is then no locked instruction, which would
+  // stall until those stores have reached the peer (a cache-line transfer per line, 0.1-0.5 us
+  // here; the unlock and PollOnce's try-lock were two).
+  if (!tight) lock.unlock();
+  bool relax = tight;
+  Clock::time_point locked_end{}, tight_end{}, end{};
+  for (int polls = 1; !fast.done.load(std::memory_order_acquire); ++polls) {
+    if (lock.owns_lock()) {
+      PollLocked();
+    } else {
       PollOnce();
-      if (fast.done.load(std::memory_order_acquire)) break;
-      if ((polls & 3) == 0) {
-        const Clock::time_point now = Clock::now();
-        if (polls == 4) {
-          tight_end = now + kExchangeTightSpin;
-          end = now + kExchangeSpin;
-        } else if (now >= end) {
-          break;
-        }
-        relax = tight && now < tight_end;
+    }
+    if (fast.done.load(std::memory_order_acquire)) break;
+    if ((polls & 3) == 0) {
+      const Clock::time_point now = Clock::now();
+      if (polls == 4) {
+        locked_end = now + kExchangeLockedSpin;
+        tight_end = now + kExchangeTightSpin;
+        end = now + kExchangeSpin;
+      } else if (now >= end) {
+        break;
       }
-      if (relax) {
-        CpuRelax();
-      } else {
-        sched_yield();
-      }
+      if (lock.owns_lock() && now >= locked_end) lock.unlock();
+      relax = tight && now < tight_end;
+    }
+    if (relax) {
+      CpuRelax();
+    } else {
+      sched_yield();
     }
   }
   if (!fast.done.load(std::memory_order_acquire)) {
-    std::lock_guard<std::mutex> lock(mu_);
+    if (!lock.owns_lock()) lock.lock();
     if (!fast.done.load(std::memory_order_acquire)) {
       // Still pending, so the op is live: a request stands in for the record.
       ++stats_.exchanges_late;
-      auto req = MakeRecycled<UcxRequest>(UcxRequest::Kind::kRecv, peer->rank, tag, size,
-                                          weak_from_this());
-      op->req = req;
-      op->fast = nullptr;
-      out.recv = std::move(req);
+      out.recv = StandInFor(op);
       return out;
     }
   }
@@ -1280,11 +1260,7 @@ void Core::Deliver(Peer* peer, const CtrlHeader& hdr, const char* payload) {
   if (posted >= 0) {
     Op* recv = peer->posted.Take(posted);
     if (a.is_inline && recv->size == a.size) {
-      // Matched at once: copy straight from UCP's receive buffer.
-      if (a.size > 0) std::memcpy(recv->buf, payload, a.size);
-      Finish(recv, Status::Ok());
-      ReleaseOp(recv);
-      ++delivered_;
+      CompleteInline(recv, payload);  // matched at once: straight from UCP's receive buffer
       return;
     }
     Match(peer, recv, a);
@@ -1311,10 +1287,7 @@ void Core::Match(Peer* peer, Op* recv, Arrived& a) {
     return;
   }
   if (a.is_inline) {
-    if (a.size > 0) std::memcpy(recv->buf, a.payload(), a.size);
-    Finish(recv, Status::Ok());
-    ReleaseOp(recv);
-    ++delivered_;
+    CompleteInline(recv, a.payload());
     return;
   }
   if (!peer->failed.ok()) {
@@ -1325,6 +1298,13 @@ void Core::Match(Peer* peer, Op* recv, Arrived& a) {
   }
   ++busy_ops_;
   StartDataLater(recv, a.seq);
+}
+
+void Core::CompleteInline(Op* recv, const char* payload) {
+  if (recv->size > 0) std::memcpy(recv->buf, payload, recv->size);
+  Finish(recv, Status::Ok());
+  ReleaseOp(recv);
+  ++delivered_;
 }
 
 void Core::StartDataLater(Op* op, uint64_t seq) {
@@ -1881,7 +1861,8 @@ void Core::Shutdown() {
 }
 
 // After a failure the peers' data messages that nothing will receive any more may sit in UCP's
-// unexpected queue: UCP would warn about each such message as the worker is destroyed. None can matter now; take them off the worker.
+// unexpected queue: UCP would warn about each such message as the worker is destroyed. None can
+// matter now; take them off the worker.
 // A message whose data never comes (a rendezvous whose sender has gone) is cancelled at the
 // deadline.
 void Core::DiscardUnexpected(Deadline deadline) {
@@ -1922,6 +1903,8 @@ class UcxEndpoint final : public Endpoint {
     return core_->PostRecv(peer_, data, size, tag);
   }
   Result<Exchanged> Exchange(const void* send, void* recv, size_t size, uint64_t tag) override {
+    // The limit is set at Connect() and constant after it.
+    if (size > peer_->inline_bytes) return Endpoint::Exchange(send, recv, size, tag);
     return core_->Exchange(peer_, send, recv, size, tag);
   }
   void Abort(const Status& why) override {
