@@ -11,7 +11,7 @@ AllReduceAlgo ChooseAllReduce(const TunerInput& in) {
   if (in.forced == "ring") return AllReduceAlgo::kRing;
   if (in.forced == "recursive_doubling") return AllReduceAlgo::kRecursiveDoubling;
   if (in.forced == "rabenseifner") return AllReduceAlgo::kRabenseifner;
-  if (in.local_arena && in.forced == "shm_direct" && in.bytes <= in.shm_direct_max_bytes) {
+  if (in.local_arena && in.forced == "shm_direct" && in.bytes <= in.shm_slot_bytes) {
     return AllReduceAlgo::kShmDirect;
   }
   if (in.local_arena && in.forced == "shm_chunked") return AllReduceAlgo::kShmChunked;
@@ -45,6 +45,22 @@ size_t DefaultRabMaxBytes(int world_size) {
   // is not); at 16-64 MiB it won with the vCPUs apart (0.61-0.89) and lost with them together
   // (1.06-1.46). 8 ranks at 8 MiB it lost (1.19-1.50 together), at 4 MiB level (0.85-1.01).
   return world_size <= 4 ? size_t{8} << 20 : size_t{4} << 20;
+}
+
+size_t DefaultShmDirectMaxBytes(int ranks, bool ranks_fit_cores) {
+  // The direct all-reduce has every rank read all n slots: (n-1) x size bytes from the peers'
+  // caches, against the chunked one's three flag rounds and about two copies of the vector.
+  // Measured (p50, 3-5 interleaved repeats, bench/results/manycore/sweep.jsonl and the notes of
+  // the fourteenth session): on 16 cores the chunked path was faster from 1 KiB at 8 ranks (4 KiB
+  // 3.7 against 8.3 us) and from 512 B at 16 ranks (4 KiB 5.2 against 15.1 us, 16 KiB 13.1
+  // against 48.8); on 2 cores with 2 ranks from 4-8 KiB (16 KiB 6.0 against 7.5 us), with 4 ranks
+  // (oversubscribed: each flag round waits for descheduled ranks) from 8 KiB (4 KiB 11.5 against
+  // 10.8 us, 8 KiB 12.9 against 15.1).
+  constexpr size_t kPeerBytesFit = 4 << 10, kPeerBytesOversubscribed = 16 << 10;
+  constexpr size_t kMax = 16 << 10;
+  if (ranks < 2) return kMax;
+  const size_t peer = ranks_fit_cores ? kPeerBytesFit : kPeerBytesOversubscribed;
+  return std::min(kMax, peer / static_cast<size_t>(ranks - 1));
 }
 
 bool UsesRabenseifner(const TunerInput& in) {
@@ -121,7 +137,8 @@ std::string ExplainAllReduceChoice(const TunerInput& in) {
   }
   if (a == AllReduceAlgo::kShmChunked) {
     return name + ": all ranks share a host and " + std::to_string(in.bytes) +
-           " B > WEFT_SHM_COLL_DIRECT_MAX_BYTES: chunked reduce-scatter/all-gather through the "
+           " B > WEFT_SHM_COLL_DIRECT_MAX_BYTES (" + std::to_string(in.shm_direct_max_bytes) +
+           "): chunked reduce-scatter/all-gather through the "
            "shared arena, reduction fused with the transfer";
   }
   std::string b = std::to_string(in.bytes) + " B";

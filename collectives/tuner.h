@@ -39,12 +39,18 @@ struct TunerInput {
   bool have_link_model = false;
   double alpha_us = 0;
   double beta_us_per_byte = 0;
+  // Tuned limit of the direct arena all-reduce (WEFT_SHM_COLL_DIRECT_MAX_BYTES), and the most it
+  // can hold at all (one slot), the limit of WEFT_ALGO=shm_direct.
   size_t shm_direct_max_bytes = 16 << 10;
+  size_t shm_slot_bytes = 256 << 10;
 };
 
 AllReduceAlgo ChooseAllReduce(const TunerInput& in);
 // WEFT_ALGO_RAB_MAX_BYTES=auto: 8 MiB on up to 4 ranks, 4 MiB on more (see tuner.cc).
 size_t DefaultRabMaxBytes(int world_size);
+// WEFT_SHM_COLL_DIRECT_MAX_BYTES=auto for an arena of `ranks` ranks (see tuner.cc): (n-1) x size
+// within 4 KiB where the ranks fit the cores, 16 KiB where they do not, and at most 16 KiB.
+size_t DefaultShmDirectMaxBytes(int ranks, bool ranks_fit_cores);
 // Whether the tuner considers Rabenseifner for this input at all.
 bool UsesRabenseifner(const TunerInput& in);
 // Predicted time of the transport algorithms from the link model (microseconds).

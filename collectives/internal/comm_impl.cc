@@ -68,21 +68,30 @@ WEFT_ENV_KNOB(kShmCollKnob, "WEFT_SHM_COLL", "1",
 WEFT_ENV_KNOB(kShmCollChunkKnob, "WEFT_SHM_COLL_CHUNK_BYTES", "auto",
               "slot size of the shared-memory arena, the pipeline chunk of intra-host "
               "collectives (the arena holds 2n+2 slots for n ranks): auto is 512K for up to 4 "
-              "ranks on the host, 256K for more");
+              "ranks on the host, 1M for 5 to 16, 256K for more");
 // WEFT_SHM_COLL_CHUNK_BYTES=auto: 512 KiB slots measured faster than 256 KiB with 2 and 4 ranks
 // on 2 CPUs (interleaved, vCPUs together: 2-rank all-reduce of 2, 16 and 64 MiB 8-10%,
 // reduce-scatter of 1 MiB 36 against 66 us, broadcast of 64 MiB 8%, 4-rank reduce-scatter 5%;
-// level elsewhere). Larger groups keep 256 KiB: unmeasured on more cores, and their arena (2n+2
-// slots) stays within small /dev/shm limits such as a container's 64 MiB.
+// level elsewhere). On the 16-core machine (bench/results/manycore/sweep.jsonl, 3 interleaved
+// repeats) 1 MiB slots were the fastest all-reduce of 16 and 64 MiB at 8 and 16 ranks: 64 MiB
+// 31.2 ms against 256 KiB's 33.3 (8 ranks) and 41.2 against 45.4-57.3 (16 ranks). Above 16
+// ranks (unmeasured) 256 KiB keeps the arena (2n+2 slots) within small /dev/shm limits such as
+// a container's 64 MiB; at 16 ranks 1 MiB slots make a 34 MiB arena.
 constexpr int kBigSlotMaxRanks = 4;
+constexpr int kHugeSlotMaxRanks = 16;
 constexpr size_t kBigSlotBytes = size_t{512} << 10;
+constexpr size_t kHugeSlotBytes = size_t{1} << 20;
 constexpr size_t kSlotBytes = size_t{256} << 10;
 size_t ArenaSlotBytes(size_t configured, int ranks) {
   if (configured > 0) return configured;
-  return ranks <= kBigSlotMaxRanks ? kBigSlotBytes : kSlotBytes;
+  if (ranks <= kBigSlotMaxRanks) return kBigSlotBytes;
+  return ranks <= kHugeSlotMaxRanks ? kHugeSlotBytes : kSlotBytes;
 }
-WEFT_ENV_KNOB(kShmDirectMaxKnob, "WEFT_SHM_COLL_DIRECT_MAX_BYTES", "16K",
-              "largest intra-host all-reduce where every rank reduces every slot itself");
+WEFT_ENV_KNOB(kShmDirectMaxKnob, "WEFT_SHM_COLL_DIRECT_MAX_BYTES", "auto",
+              "largest intra-host all-reduce where every rank reduces every slot itself (above "
+              "it: the chunked reduce-scatter/all-gather); auto keeps the bytes each rank reads "
+              "from its peers, (n-1) x size, within 4K, or 16K when the host's ranks outnumber "
+              "its cores, and the size within 16K");
 WEFT_ENV_KNOB(kShmSingleCopyKnob, "WEFT_SHM_COLL_SINGLE_COPY_MIN_BYTES", "256K",
               "intra-host all-gathers of at least this many bytes per rank are read straight "
               "from the owner's buffer (process_vm_readv) instead of through arena slots; 0: "
@@ -204,7 +213,9 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
                           BytesOrAuto(kShmCollChunkKnob, 1, INT64_MAX, "(e.g. 256K, 1M)"));
     if (chunk) o.shm_coll_chunk_bytes = static_cast<size_t>(std::max<int64_t>(4096, *chunk));
   }
-  o.shm_direct_max_bytes = static_cast<size_t>(kShmDirectMaxKnob.GetBytes());
+  WEFT_ASSIGN_OR_RETURN(std::optional<int64_t> direct_max,
+                        BytesOrAuto(kShmDirectMaxKnob, 0, INT64_MAX, "(e.g. 4K, 0 for never)"));
+  o.shm_direct_max_bytes = direct_max.value_or(-1);  // -1, auto: by the arena's rank count
   o.shm_coll_spin_us = static_cast<int>(kShmCollSpinKnob.GetInt());
   o.shm_single_copy_min_bytes = options.shm_single_copy_min_bytes > 0
                                     ? options.shm_single_copy_min_bytes
@@ -221,9 +232,6 @@ Result<std::shared_ptr<CommShared>> CommShared::Create(rendezvous::Store& store,
           ? 0
           : static_cast<size_t>(options.hier_segment_bytes > 0 ? options.hier_segment_bytes
                                                                : kHierSegmentKnob.GetBytes());
-  // The direct all-reduce holds the whole vector in one slot.
-  const size_t smallest_slot = o.shm_coll_chunk_bytes > 0 ? o.shm_coll_chunk_bytes : kSlotBytes;
-  if (o.shm_direct_max_bytes > smallest_slot) o.shm_direct_max_bytes = smallest_slot;
   for (const auto& t : o.transports) {
     const auto avail = transport::AvailableTransports();
     if (std::find(avail.begin(), avail.end(), t) == avail.end()) {
@@ -758,7 +766,15 @@ void CommImpl::RefreshTuner() {
     in.alpha_us = std::max(in.alpha_us, l.model.alpha_us);
     in.beta_us_per_byte = std::max(in.beta_us_per_byte, l.model.beta_us_per_byte);
   }
-  in.shm_direct_max_bytes = o.shm_direct_max_bytes;
+  if (arena_ != nullptr) {
+    const size_t max = o.shm_direct_max_bytes >= 0
+                           ? static_cast<size_t>(o.shm_direct_max_bytes)
+                           : DefaultShmDirectMaxBytes(arena_->size(),
+                                                      transport::RanksFitCores(arena_->size()));
+    // The direct all-reduce holds the whole vector in one slot.
+    in.shm_direct_max_bytes = std::min(max, arena_->slot_bytes());
+    in.shm_slot_bytes = arena_->slot_bytes();
+  }
   tuner_base_ = in;
 }
 

@@ -49,7 +49,7 @@ struct ResolvedOptions {
   int ring_max_chunks = 0;  // 0: a ring block is cut into chunk_bytes pieces however many
   bool shm_coll = true;
   size_t shm_coll_chunk_bytes = 0;
-  size_t shm_direct_max_bytes = 0;
+  int64_t shm_direct_max_bytes = -1;  // -1: auto (DefaultShmDirectMaxBytes of the arena)
   int shm_coll_spin_us = 50;
   size_t shm_single_copy_min_bytes = 0;  // 0: never
   size_t shm_single_copy_max_bytes = 0;

@@ -93,5 +93,31 @@ TEST(Tuner, ExplanationsSayWhy) {
   EXPECT_NE(ExplainAllReduceChoice(Input(2, 8 << 20)).find("same schedule"), std::string::npos);
 }
 
+TEST(Tuner, DirectArenaAllReduceShrinksWithTheRanks) {
+  // (n-1) x size within 4 KiB where the ranks fit the cores, 16 KiB where they do not, <= 16 KiB.
+  EXPECT_EQ(DefaultShmDirectMaxBytes(2, true), size_t{4096});
+  EXPECT_EQ(DefaultShmDirectMaxBytes(8, true), size_t{585});
+  EXPECT_EQ(DefaultShmDirectMaxBytes(16, true), size_t{273});
+  EXPECT_EQ(DefaultShmDirectMaxBytes(2, false), size_t{16384});
+  EXPECT_EQ(DefaultShmDirectMaxBytes(4, false), size_t{5461});
+  EXPECT_EQ(DefaultShmDirectMaxBytes(1, true), size_t{16384});
+  TunerInput in = Input(16, 256);
+  in.local_arena = true;
+  in.shm_direct_max_bytes = DefaultShmDirectMaxBytes(16, true);
+  in.shm_slot_bytes = 1 << 20;
+  EXPECT_EQ(ChooseAllReduce(in), AllReduceAlgo::kShmDirect);
+  in.bytes = 512;
+  EXPECT_EQ(ChooseAllReduce(in), AllReduceAlgo::kShmChunked);
+  EXPECT_NE(ExplainAllReduceChoice(in).find("512 B > WEFT_SHM_COLL_DIRECT_MAX_BYTES (273)"),
+            std::string::npos)
+      << ExplainAllReduceChoice(in);
+  // Forced, the direct all-reduce runs up to what one slot holds.
+  in.forced = "shm_direct";
+  in.bytes = 1 << 20;
+  EXPECT_EQ(ChooseAllReduce(in), AllReduceAlgo::kShmDirect);
+  in.bytes = (1 << 20) + 4;
+  EXPECT_NE(ChooseAllReduce(in), AllReduceAlgo::kShmDirect);
+}
+
 }  // namespace
 }  // namespace weft::collectives

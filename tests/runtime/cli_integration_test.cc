@@ -267,6 +267,8 @@ TEST(Cli, EnvListsKnobsAndBadCommandsAreRefused) {
   };
   refused("shm", "WEFT_SHM_COLL_CHUNK_BYTES", "lots",
           "WEFT_SHM_COLL_CHUNK_BYTES=lots: want a size (e.g. 256K, 1M) or auto");
+  refused("shm", "WEFT_SHM_COLL_DIRECT_MAX_BYTES", "small",
+          "WEFT_SHM_COLL_DIRECT_MAX_BYTES=small: want a size (e.g. 4K, 0 for never) or auto");
   refused("tcp", "WEFT_ALGO_RAB_MAX_BYTES", "huge",
           "WEFT_ALGO_RAB_MAX_BYTES=huge: want a size (e.g. 4M, 0 for never) or auto");
 #ifdef WEFT_TEST_UCX
