@@ -13,6 +13,7 @@ packages=(
   libopenmpi-dev    # MPI bootstrap under mpirun and the mpi transport (WEFT_WITH_MPI)
   openmpi-bin       # mpirun for the MPI tests
   procps            # ps/pgrep used by a few tests' diagnostics
+  gdb               # multi-host tests: every thread's stack of a rank they find hung
   libopenblas-dev   # weft train: matrix products (optional at configure: WEFT_WITH_BLAS)
   zlib1g-dev        # weft train: reads the gzip-compressed IDX files (else through gzip -dc)
   dataset-fashion-mnist  # weft train's data set (IDX files under /usr/share/datasets)

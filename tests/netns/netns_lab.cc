@@ -128,6 +128,16 @@ bool BackgroundProcess::WaitExit(int timeout_ms) {
 
 std::string BackgroundProcess::Output() const { return ReadFile(log_path_); }
 
+std::string StackDump(pid_t pid) {
+  const std::string gdb = "/usr/bin/gdb";
+  if (access(gdb.c_str(), X_OK) != 0) return "(no stacks: " + gdb + " is not installed)\n";
+  CommandResult r = RunCommand({gdb, "-batch", "-nx", "-p", std::to_string(pid), "-ex",
+                                "thread apply all bt"},
+                               {}, 30000);
+  return "stacks of pid " + std::to_string(pid) + (r.timed_out ? " (gdb timed out)" : "") +
+         ":\n" + r.output;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 Status NetnsLab::Ip(const std::vector<std::string>& args) {

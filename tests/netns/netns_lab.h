@@ -52,6 +52,10 @@ class BackgroundProcess {
   std::string log_path_;
 };
 
+// Every thread's stack of the running process `pid` (gdb -batch, bounded at 30 s), for the
+// message of a test that finds it hung; says so instead where gdb is not installed.
+std::string StackDump(pid_t pid);
+
 // The weft binary the netns tests run: $WEFT_BIN_DIR/weft, else build/bin/weft (ctest runs them
 // from the source tree).
 std::string WeftBinary();

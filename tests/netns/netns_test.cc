@@ -196,9 +196,20 @@ TEST_P(NetnsLinkDown, MidCollectiveFailsEveryRankInBoundedTime) {
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - cut).count());
     bool exited = ranks[r].WaitExit(std::max(left, 1));
     std::string out = ranks[r].Output();
-    ASSERT_TRUE(exited) << "rank " << r << " hangs " << bound_ms
-                        << " ms after the link went down:\n"
-                        << out;
+    if (!exited) {
+      // Seen once in many runs (rank 4, on the cut-off host, 2026-11-28): keep what it was doing.
+      std::string others;
+      for (int o = r + 1; o < kWorld; ++o) {
+        others += "rank " + std::to_string(o) +
+                  (ranks[o].WaitExit(0) ? " exited " + std::to_string(ranks[o].exit_code())
+                                        : " still running") +
+                  ":\n" + ranks[o].Output() + "\n";
+      }
+      FAIL() << "rank " << r << " hangs " << bound_ms << " ms after the link went down:\n"
+             << out << "\n"
+             << StackDump(ranks[r].pid()) << "\n"
+             << others;
+    }
     EXPECT_NE(ranks[r].exit_code(), 0) << "rank " << r << "\n" << out;
     EXPECT_NE(out.find("weft bench: "), std::string::npos) << "rank " << r << "\n" << out;
     bool names_failure = out.find("DEADLINE_EXCEEDED") != std::string::npos ||
