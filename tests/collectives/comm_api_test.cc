@@ -336,6 +336,36 @@ TEST(SingleCopy, BroadcastAndAllGatherMatchTheSlotPath) {
   }
 }
 
+// The arena broadcast cuts a message that would fill fewer than 8 slots into smaller pieces
+// (at least 64 KiB): default slots (512 KiB for up to 4 ranks), sizes that give whole pieces,
+// a ragged last piece and a single slot-sized one, every root, with an all-reduce between the
+// broadcasts so that pieces and operations share the arena's sequence numbers.
+TEST(ArenaBroadcast, PiecesSmallerThanASlotArriveWhole) {
+  const int n = 3;
+  CommOptions o = SmallOptions("shm");
+  o.shm_coll_chunk_bytes = 0;  // auto: 512 KiB slots
+  o.shm_single_copy_min_bytes = size_t{1} << 40;
+  RunRanks(n, {o}, [&](int rank, auto& comms) {
+    Communicator& c = *comms[0];
+    for (size_t bytes : {size_t{300} << 10, (size_t{1} << 20) + 12, (size_t{3} << 20) + 4,
+                         size_t{4} << 20}) {
+      const int64_t count = static_cast<int64_t>(bytes / 4);
+      for (int root = 0; root < n; ++root) {
+        std::vector<int32_t> want(count);
+        for (int64_t i = 0; i < count; ++i) want[i] = static_cast<int32_t>(root * 1000003 + i);
+        std::vector<int32_t> buf = rank == root ? want : std::vector<int32_t>(count, -1);
+        auto w = c.Broadcast(buf.data(), buf.data(), count, DType::kInt32, root);
+        ASSERT_TRUE(w.ok() && w->Wait().ok()) << "root " << root << " bytes " << bytes;
+        ASSERT_TRUE(buf == want) << "rank " << rank << " root " << root << " bytes " << bytes;
+        std::vector<int32_t> one(5, rank + 1), sum(5);
+        auto a = c.AllReduce(one.data(), sum.data(), 5, DType::kInt32, ReduceOp::kSum);
+        ASSERT_TRUE(a.ok() && a->Wait().ok());
+        ASSERT_EQ(sum, std::vector<int32_t>(5, n * (n + 1) / 2));
+      }
+    }
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Built, CommApi, ::testing::ValuesIn(transport::AvailableTransports()),
                          [](const auto& info) { return info.param; });
 
