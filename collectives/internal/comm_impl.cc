@@ -767,13 +767,13 @@ void CommImpl::RefreshTuner() {
     in.beta_us_per_byte = std::max(in.beta_us_per_byte, l.model.beta_us_per_byte);
   }
   if (arena_ != nullptr) {
-    const size_t max = o.shm_direct_max_bytes >= 0
-                           ? static_cast<size_t>(o.shm_direct_max_bytes)
-                           : DefaultShmDirectMaxBytes(arena_->size(),
-                                                      transport::RanksFitCores(arena_->size()));
-    // The direct all-reduce holds the whole vector in one slot.
-    in.shm_direct_max_bytes = std::min(max, arena_->slot_bytes());
     in.shm_slot_bytes = arena_->slot_bytes();
+    const int local = arena_->size();
+    const size_t limit = o.shm_direct_max_bytes >= 0
+                             ? static_cast<size_t>(o.shm_direct_max_bytes)
+                             : DefaultShmDirectMaxBytes(local, transport::RanksFitCores(local));
+    // The direct all-reduce holds the whole vector in one slot.
+    in.shm_direct_max_bytes = std::min(limit, in.shm_slot_bytes);
   }
   tuner_base_ = in;
 }
